@@ -1,0 +1,21 @@
+# The two commands of the README. Both install what is missing first (scripts/setup.sh).
+.PHONY: demo test quick setup lint bench
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	.venv/bin/moviegen run catalogs/demo.parquet --out out
+
+test: setup
+	.venv/bin/ruff check .
+	.venv/bin/pytest
+
+quick: setup
+	.venv/bin/pytest -m "not slow"
+
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+bench: setup
+	.venv/bin/python benchmarks/run_all.py

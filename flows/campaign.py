@@ -1,0 +1,68 @@
+"""The campaign flow: one catalog in, published renditions, manifest and report out.
+
+Generation runs batch by batch on the run's device (one GPU, or the CPU); each batch's renditions
+are submitted to the task runner at once, so ffmpeg encodes overlap with the next batch's
+generation. The number of encodes running at once is capped by ``render_workers``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from moviegen.config import load_settings
+from moviegen.pipeline import Master, Rendition, make_batches, start_run
+from tasks import (
+    finish_run_task,
+    generate_batch_task,
+    plan_campaign_task,
+    record_rejections_task,
+    render_publish_task,
+    validate_catalog_task,
+)
+
+# Threads for render tasks; the encodes actually running at once are capped by render_workers (<= 16).
+RENDER_THREADS = 16
+
+
+@flow(name="campaign", task_runner=ThreadPoolTaskRunner(max_workers=RENDER_THREADS), log_prints=False)
+def campaign(
+    catalog: str,
+    out: str | None = None,
+    config: str | None = None,
+    preview: bool = False,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Turn every valid row of ``catalog`` into published, per-channel renditions under ``out``.
+
+    Returns run.json's facts; the run's exit status is ``result["exit_code"]``.
+    """
+    settings = load_settings(config, out=out, preview=preview or None)
+    ctx = start_run(settings, run_id)
+
+    # 1. Load the catalog and validate every row; invalid rows go to rejected/ and the rest go on.
+    validation = validate_catalog_task(catalog, ctx)
+    record_rejections_task(validation.problems, ctx)
+
+    # 2. Plan: resolve models and leave out what is already published.
+    plan = plan_campaign_task(validation.specs, ctx)
+    channels_by_key = {clip.clip_key: channels for clip, channels in plan.todo}
+
+    # 3. Fan out: generate batch by batch, render each batch's channels while the next one generates.
+    masters: list[Master] = []
+    pending: list[PrefectFuture[Rendition]] = []
+    for batch in make_batches([clip for clip, _ in plan.todo], settings.generation.batch_size):
+        for master in generate_batch_task(batch, ctx):
+            masters.append(master)
+            if master.path is not None:
+                for channel in channels_by_key[master.clip.clip_key]:
+                    pending.append(render_publish_task.submit(master, channel, ctx))
+
+    # 4. Gather every rendition, then record problems and write the manifest's run report.
+    wait(pending)
+    renditions = [future.result() for future in pending]
+    summary = finish_run_task(ctx, validation, plan, masters, renditions)
+    return summary.to_json()

@@ -1,0 +1,238 @@
+"""The ``moviegen`` command: run, validate and inspect campaigns from a terminal, CI or a script.
+
+Exit status of ``run``: 0 every valid row published; 1 finished but something was rejected or
+failed (the report says what); 2 nothing could run (unreadable catalog, bad configuration).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from moviegen import progress as progress_events
+from moviegen.catalog import CatalogReadError, read_catalog, validate_catalog
+from moviegen.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="moviegen",
+    help="Turn a Parquet campaign catalog into safe, labelled AI videos, one rendition per channel.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+stdout = Console()
+
+
+class Executor(StrEnum):
+    local = "local"
+    deployments = "deployments"
+
+
+def _settings(config: Path | None, **overrides) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Prefect settings for a terminal run; they must be set before prefect is imported."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_EXTRA_LEVEL", "WARNING")
+
+
+class _RichProgress:
+    """A progress bar per stage with clip counts."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.tasks: dict[str, int] = {}
+
+    def start(self, stage: str, total: int) -> None:
+        if stage in self.tasks:
+            self.bar.update(self.tasks[stage], total=total)
+        else:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+
+    def advance(self, stage: str, amount: int = 1) -> None:
+        if stage not in self.tasks:
+            self.start(stage, 0)
+        self.bar.advance(self.tasks[stage], amount)
+
+
+@app.command()
+def run(
+    catalog: Annotated[str, typer.Argument(help="Parquet catalog: a path or fsspec URL.")],
+    out: Annotated[str | None, typer.Option("--out", help="Output root (path or fsspec URL).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
+    executor: Annotated[Executor, typer.Option("--executor", help="Where clips are generated.")] = Executor.local,
+    preview: Annotated[bool, typer.Option("--preview", help="Quick drafts under <out>/preview.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print run.json to stdout.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Run a campaign: validate, generate, render one file per channel, publish with a manifest."""
+    settings = _settings(config, out=out, preview=preview or None)
+    try:
+        read_catalog(catalog)  # fail fast, before the Prefect API starts
+    except CatalogReadError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if executor is Executor.deployments:
+        console.print(
+            "[red]error:[/red] the deployments executor needs a Prefect server and the render-shard "
+            "deployment (see deployments/README.md); use --executor local"
+        )
+        raise typer.Exit(2)
+    _quiet_prefect(verbose)
+    from flows.campaign import campaign  # imports Prefect: only now that a run really starts
+
+    bar = Progress(
+        TextColumn("{task.description:>9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=json_output or (not console.is_terminal and not verbose),
+    )
+    progress_events.set_listener(_RichProgress(bar))
+    try:
+        with bar:
+            result = campaign(
+                catalog=catalog, out=settings.out, config=str(config) if config else None, preview=preview
+            )
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        progress_events.set_listener(None)
+    if json_output:
+        stdout.print_json(json.dumps(result))
+    else:
+        _print_summary(result)
+    raise typer.Exit(result["exit_code"])
+
+
+def _print_summary(result: dict) -> None:
+    published, problems = result["published"], result["problems"]
+    out = result["out"]
+    console.print(
+        f"[bold]run {result['run_id']}[/bold]: {len(published)} renditions published, "
+        f"{result['already_published']} already published, {len(problems)} rejected or failed "
+        f"({result['seconds']:.0f} s)"
+    )
+    if published:
+        console.print(f"  published under {out}/published/  manifest: {out}/manifest/")
+    for p in problems[:20]:
+        where = f"row {p['row']}" if p["row"] is not None else "catalog"
+        clip = f" {p['clip_id']}" if p["clip_id"] else ""
+        column = f" [{p['column']}]" if p["column"] else ""
+        console.print(f"  [yellow]{p['stage']}[/yellow] {where}{clip}{column}: {p['message']}")
+    if len(problems) > 20:
+        console.print(f"  ... and {len(problems) - 20} more in {out}/rejected/")
+    console.print(f"  report: {out}/runs/{result['run_id']}/report.html")
+
+
+@app.command()
+def validate(
+    catalog: Annotated[str, typer.Argument(help="Parquet catalog: a path or fsspec URL.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check a catalog without loading any model: exit 0 when every row would run, 1 when not."""
+    from moviegen.presets import channel_presets, styles
+
+    settings = _settings(config)
+    try:
+        table = read_catalog(catalog)
+    except CatalogReadError as exc:
+        if json_output:
+            stdout.print_json(
+                json.dumps(
+                    {
+                        "rows": 0,
+                        "valid": 0,
+                        "problems": [
+                            {
+                                "row": None,
+                                "clip_id": None,
+                                "column": None,
+                                "stage": "schema",
+                                "rule": "unreadable",
+                                "message": str(exc),
+                            }
+                        ],
+                    }
+                )
+            )
+        else:
+            console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    result = validate_catalog(
+        table,
+        channels=channel_presets(settings.channels),
+        styles=styles(settings.styles),
+        default_model=settings.generation.model,
+    )
+    if json_output:
+        payload = {"rows": result.rows, "valid": len(result.specs), "problems": [p.to_json() for p in result.problems]}
+        stdout.print_json(json.dumps(payload))
+    else:
+        for p in result.problems:
+            console.print(f"[yellow]{p.stage}[/yellow] {p.describe()}")
+        console.print(f"{len(result.specs)} of {result.rows} rows would run.")
+    raise typer.Exit(0 if not result.problems else 1)
+
+
+@app.command()
+def channels(config: Annotated[Path | None, typer.Option("--config")] = None) -> None:
+    """List the channel presets (built in and from configuration)."""
+    from moviegen.presets import channel_presets
+
+    settings = _settings(config)
+    table = Table("channel", "label", "size", "fps", "fit", "max duration")
+    for p in channel_presets(settings.channels).values():
+        table.add_row(p.name, p.label, f"{p.width}x{p.height}", f"{p.fps:g}", p.fit, f"{p.max_duration_s:g} s")
+    stdout.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the registered models with their defaults."""
+    from moviegen.models.registry import MODELS
+
+    table = Table("model", "source", "16:9 size", "fps", "steps", "max frames", "notes")
+    for m in MODELS.values():
+        w, h = m.sizes["16:9"]
+        table.add_row(m.name, m.source, f"{w}x{h}", str(m.fps), str(m.steps), str(m.max_frames), m.notes)
+    stdout.print(table)
+
+
+@app.command("build-tiny")
+def build_tiny(config: Annotated[Path | None, typer.Option("--config")] = None) -> None:
+    """Build the tiny random-weight model offline and save it in the cache (first use does this too)."""
+    from moviegen.models.tiny import ensure_tiny_model
+
+    settings = _settings(config)
+    stdout.print(str(ensure_tiny_model(settings.cache_dir)))
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,402 @@
+"""The campaign catalog: its explicit Parquet schema, reading, and row-by-row validation.
+
+Validation never stops at the first problem: every problem is reported with its row (counted
+from 0, as in pandas and pyarrow), clip_id, column and what to do, and the valid rows go on.
+``catalogs/README.md`` documents the same columns for people.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from moviegen.models.registry import ASPECTS, UnknownModelError, resolve_model
+from moviegen.presets import ChannelPreset
+from moviegen.spec import ClipSpec, Problem
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+HASHTAG_PATTERN = re.compile(r"^\w{1,100}$")
+# C0/C1 control characters other than tab and newline, and Unicode bidi overrides.
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+MAX_PROMPT_CHARS = 2000
+MAX_CAPTION_CHARS = 2200  # the longest caption a supported platform takes (TikTok)
+MIN_DURATION_S, MAX_DURATION_S = 0.5, 60.0
+
+
+@dataclass(frozen=True)
+class Column:
+    """One catalog column: its Parquet type, whether it is required, its default and its meaning."""
+
+    name: str
+    type: pa.DataType
+    required: bool
+    default: Any
+    doc: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("campaign_id", pa.string(), True, None, "Campaign slug: letters, digits, - and _ (max 64)."),
+    Column("clip_id", pa.string(), True, None, "Clip slug, unique within its campaign."),
+    Column("prompt", pa.string(), True, None, f"What to generate (1-{MAX_PROMPT_CHARS} characters)."),
+    Column("channels", pa.list_(pa.string()), True, None, "Channel preset names (`moviegen channels`)."),
+    Column("negative_prompt", pa.string(), False, "", "What to keep out of the video."),
+    Column("duration_s", pa.float64(), False, 3.0, f"Seconds, {MIN_DURATION_S}-{MAX_DURATION_S}."),
+    Column("seed", pa.int64(), False, None, "0-4294967295; default derived from campaign_id and clip_id."),
+    Column("model", pa.string(), False, None, "Registry name, hub id or local folder; default from config."),
+    Column("style", pa.string(), False, "none", "Named look: none, warm, cool, cinematic, mono, vivid."),
+    Column("caption", pa.string(), False, "", f"Post text and burned-in caption (max {MAX_CAPTION_CHARS})."),
+    Column("hashtags", pa.list_(pa.string()), False, (), "Hashtags without '#'."),
+    Column("aspect", pa.string(), False, "16:9", "Aspect of the generated master: " + ", ".join(ASPECTS)),
+    Column("steps", pa.int32(), False, None, "Denoising steps (1-200); default from the model."),
+    Column("guidance", pa.float32(), False, None, "Guidance scale (0-30); default from the model."),
+)
+COLUMNS_BY_NAME = {c.name: c for c in COLUMNS}
+CATALOG_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=not c.required) for c in COLUMNS])
+
+
+class CatalogReadError(Exception):
+    """The catalog cannot be read at all (exit status 2)."""
+
+
+@dataclass
+class CatalogValidation:
+    """The outcome of validating a catalog: the rows that can run and every problem found."""
+
+    rows: int
+    specs: list[ClipSpec] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def fatal(self) -> bool:
+        """True when nothing can run because the catalog as a whole is unusable."""
+        return any(p.row is None for p in self.problems) and not self.specs
+
+
+def read_catalog(uri: str) -> pa.Table:
+    """Read a Parquet catalog from a local path or fsspec URL."""
+    try:
+        with fsspec.open(uri, "rb") as f:
+            return pq.read_table(f)
+    except FileNotFoundError:
+        raise CatalogReadError(f"catalog {uri} does not exist: check the path or URL") from None
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise CatalogReadError(
+            f"catalog {uri} is not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet "
+            "or pyarrow.parquet.write_table"
+        ) from None
+
+
+def write_catalog(rows: Iterable[dict[str, Any]], path: str) -> None:
+    """Write catalog rows with the explicit schema (unknown keys are kept as extra columns)."""
+    rows = list(rows)
+    extra = sorted({k for r in rows for k in r} - set(COLUMNS_BY_NAME))
+    present = [c for c in CATALOG_SCHEMA if any(c.name in r for r in rows) or not c.nullable]
+    table = pa.Table.from_pylist(rows, schema=pa.schema(present))
+    for name in extra:
+        table = table.append_column(name, pa.array([r.get(name) for r in rows]))
+    with fsspec.open(path, "wb") as f:
+        pq.write_table(table, f)
+
+
+def default_seed(campaign_id: str, clip_id: str) -> int:
+    """A stable seed per clip when the catalog gives none."""
+    digest = hashlib.sha256(f"{campaign_id}/{clip_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def validate_catalog(
+    table: pa.Table,
+    *,
+    channels: Mapping[str, ChannelPreset],
+    styles: Iterable[str],
+    default_model: str,
+) -> CatalogValidation:
+    """Check every row against the schema and the channel presets; return valid rows as specs and all problems."""
+    result = CatalogValidation(rows=table.num_rows)
+    missing = [c.name for c in COLUMNS if c.required and c.name not in table.column_names]
+    for name in missing:
+        result.problems.append(
+            Problem(
+                None,
+                None,
+                name,
+                "schema",
+                "missing_column",
+                f"required column {name!r} is missing: add it ({COLUMNS_BY_NAME[name].doc})",
+            )
+        )
+    if missing:
+        return result
+
+    checkers = _checkers(set(channels), set(styles))
+    data = {name: table.column(name).to_pylist() for name in table.column_names}
+    extra_names = [n for n in table.column_names if n not in COLUMNS_BY_NAME]
+    model_problems: dict[str, str | None] = {}
+
+    candidates: list[ClipSpec] = []
+    for i in range(table.num_rows):
+        # Problems name the row's ids even when they are invalid (control characters made visible).
+        raw_clip, raw_campaign = data["clip_id"][i], data["campaign_id"][i]
+        clip_id = _clip(raw_clip, 80) if isinstance(raw_clip, str) else None
+        campaign_id = _clip(raw_campaign, 80) if isinstance(raw_campaign, str) else None
+        values: dict[str, Any] = {}
+        row_problems: list[Problem] = []
+        for col in COLUMNS:
+            raw = data[col.name][i] if col.name in data else None
+            value, message, rule = checkers[col.name](raw, col)
+            if message:
+                row_problems.append(Problem(i, clip_id, col.name, "schema", rule, message, campaign_id))
+            else:
+                values[col.name] = value
+        if "model" in values:
+            model = values["model"] or default_model
+            if model not in model_problems:
+                try:
+                    resolve_model(model)
+                    model_problems[model] = None
+                except UnknownModelError as exc:
+                    model_problems[model] = str(exc)
+            if model_problems[model]:
+                row_problems.append(
+                    Problem(i, clip_id, "model", "schema", "unknown_model", model_problems[model], campaign_id)
+                )
+            values["model"] = model
+        if "channels" in values and "duration_s" in values:
+            row_problems.extend(_duration_fits_channels(i, clip_id, campaign_id, values, channels))
+        if row_problems:
+            result.problems.extend(row_problems)
+            continue
+        seed = values["seed"]
+        if seed is None:
+            seed = default_seed(values["campaign_id"], values["clip_id"])
+        candidates.append(
+            ClipSpec(
+                row=i,
+                campaign_id=values["campaign_id"],
+                clip_id=values["clip_id"],
+                prompt=values["prompt"],
+                channels=tuple(values["channels"]),
+                negative_prompt=values["negative_prompt"],
+                duration_s=values["duration_s"],
+                seed=seed,
+                model=values["model"],
+                style=values["style"],
+                caption=values["caption"],
+                hashtags=tuple(values["hashtags"]),
+                aspect=values["aspect"],
+                steps=values["steps"],
+                guidance=values["guidance"],
+                extra={n: _jsonable(data[n][i]) for n in extra_names},
+            )
+        )
+
+    result.specs = _reject_duplicates(candidates, data, result.problems)
+    result.problems.sort(key=lambda p: (p.row if p.row is not None else -1, p.column or ""))
+    return result
+
+
+_Check = Callable[[Any, Column], tuple[Any, str | None, str]]
+_OK = ""
+
+
+def _checkers(channels: set[str], styles: set[str]) -> dict[str, _Check]:
+    def text(max_chars: int, *, required: bool = False, empty_ok: bool = True) -> _Check:
+        def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
+            if raw is None:
+                if required:
+                    return None, f"{col.name} is empty: give every row a {col.name}", "missing"
+                return col.default, None, _OK
+            if not isinstance(raw, str):
+                return None, f"{col.name} must be text, got {_describe(raw)}", "type"
+            if CONTROL_CHARS.search(raw):
+                return None, f"{col.name} contains control characters: remove them", "control_chars"
+            if not empty_ok and not raw.strip():
+                return None, f"{col.name} is empty: write what the video should show", "empty"
+            if len(raw) > max_chars:
+                return None, f"{col.name} has {len(raw)} characters; shorten it to {max_chars} at most", "too_long"
+            return raw.strip() if required else raw, None, _OK
+
+        return check
+
+    def slug(raw: Any, col: Column) -> tuple[Any, str | None, str]:
+        if raw is None:
+            return None, f"{col.name} is empty: give every row a {col.name}", "missing"
+        if not isinstance(raw, str):
+            return None, f"{col.name} must be text, got {_describe(raw)}", "type"
+        if not ID_PATTERN.match(raw):
+            return (
+                None,
+                (
+                    f"{col.name} {_clip(raw)!r} is not a slug: use 1-64 letters, digits, '-' or '_', "
+                    "starting with a letter or digit"
+                ),
+                "slug",
+            )
+        return raw, None, _OK
+
+    def name_list(allowed: set[str] | None, *, required: bool) -> _Check:
+        def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
+            if raw is None:
+                if required:
+                    return None, f"{col.name} is empty: list at least one of {_names(allowed)}", "missing"
+                return col.default, None, _OK
+            if isinstance(raw, str) or not isinstance(raw, list | tuple):
+                return None, f"{col.name} must be a list of names, got {_describe(raw)}", "type"
+            items: list[str] = []
+            for item in raw:
+                if not isinstance(item, str):
+                    return None, f"{col.name} must hold only text, found {_describe(item)}", "type"
+                item = item.strip()
+                if allowed is not None and item not in allowed:
+                    return (
+                        None,
+                        (f"unknown {col.name[:-1]} {_clip(item)!r}: use one of {_names(allowed)}"),
+                        f"unknown_{col.name[:-1]}",
+                    )
+                if allowed is None:
+                    item = item.lstrip("#")
+                    if not HASHTAG_PATTERN.match(item):
+                        return None, f"hashtag {_clip(item)!r} must be one word of letters, digits or _", "hashtag"
+                if item not in items:
+                    items.append(item)
+            if required and not items:
+                return None, f"{col.name} is empty: list at least one of {_names(allowed)}", "missing"
+            return tuple(items), None, _OK
+
+        return check
+
+    def number(lo: float, hi: float, *, integer: bool) -> _Check:
+        kind = "an integer" if integer else "a number"
+
+        def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
+            if raw is None:
+                return col.default, None, _OK
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                return None, f"{col.name} must be {kind}, got {_describe(raw)}", "type"
+            if isinstance(raw, float) and (not math.isfinite(raw) or (integer and not raw.is_integer())):
+                return None, f"{col.name} must be {kind}, got {raw!r}", "type"
+            if not lo <= raw <= hi:
+                return None, f"{col.name} {raw} is out of range: use {lo:g} to {hi:g}", "range"
+            return (int(raw) if integer else float(raw)), None, _OK
+
+        return check
+
+    def choice(allowed: set[str]) -> _Check:
+        def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
+            if raw is None or raw == "":
+                return col.default, None, _OK
+            if not isinstance(raw, str):
+                return None, f"{col.name} must be text, got {_describe(raw)}", "type"
+            if raw.strip() not in allowed:
+                return None, f"unknown {col.name} {_clip(raw)!r}: use one of {_names(allowed)}", f"unknown_{col.name}"
+            return raw.strip(), None, _OK
+
+        return check
+
+    return {
+        "campaign_id": slug,
+        "clip_id": slug,
+        "prompt": text(MAX_PROMPT_CHARS, required=True, empty_ok=False),
+        "channels": name_list(channels, required=True),
+        "negative_prompt": text(MAX_PROMPT_CHARS),
+        "duration_s": number(MIN_DURATION_S, MAX_DURATION_S, integer=False),
+        "seed": number(0, 2**32 - 1, integer=True),
+        "model": text(1000),
+        "style": choice(styles),
+        "caption": text(MAX_CAPTION_CHARS),
+        "hashtags": name_list(None, required=False),
+        "aspect": choice(set(ASPECTS)),
+        "steps": number(1, 200, integer=True),
+        "guidance": number(0, 30, integer=False),
+    }
+
+
+def _duration_fits_channels(
+    row: int, clip_id: str | None, campaign_id: str | None, values: dict, presets: Mapping[str, ChannelPreset]
+) -> list[Problem]:
+    too_long = [c for c in values["channels"] if c in presets and values["duration_s"] > presets[c].max_duration_s]
+    return [
+        Problem(
+            row,
+            clip_id,
+            "duration_s",
+            "schema",
+            "too_long_for_channel",
+            f"duration_s {values['duration_s']:g} is longer than {c} allows "
+            f"({presets[c].max_duration_s:g} s): shorten it or drop the channel",
+            campaign_id,
+        )
+        for c in too_long
+    ]
+
+
+def _reject_duplicates(specs: list[ClipSpec], data: dict[str, list], problems: list[Problem]) -> list[ClipSpec]:
+    """Rows that share (campaign_id, clip_id), valid or not, are all rejected: which one is meant is unknowable."""
+    rows_by_key: dict[tuple[Any, Any], list[int]] = defaultdict(list)
+    for i, (campaign, clip) in enumerate(zip(data["campaign_id"], data["clip_id"], strict=True)):
+        if isinstance(campaign, str) and isinstance(clip, str):
+            rows_by_key[(campaign, clip)].append(i)
+    duplicated = {key: rows for key, rows in rows_by_key.items() if len(rows) > 1}
+    if not duplicated:
+        return specs
+    kept = []
+    for spec in specs:
+        rows = duplicated.get((spec.campaign_id, spec.clip_id))
+        if rows is None:
+            kept.append(spec)
+            continue
+        others = ", ".join(str(r) for r in rows if r != spec.row)
+        problems.append(
+            Problem(
+                spec.row,
+                spec.clip_id,
+                "clip_id",
+                "schema",
+                "duplicate",
+                f"clip_id {spec.clip_id!r} of campaign {spec.campaign_id!r} also appears in row(s) {others}: "
+                "give each row its own clip_id",
+                spec.campaign_id,
+            )
+        )
+    return kept
+
+
+def _describe(value: Any) -> str:
+    kind = {
+        str: "text",
+        int: "an integer",
+        float: "a number",
+        bool: "true/false",
+        list: "a list",
+        dict: "a mapping",
+        bytes: "bytes",
+    }.get(type(value), type(value).__name__)
+    return f"{kind} {_clip(repr(value))}"
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    text = CONTROL_CHARS.sub("?", str(text))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _names(allowed: set[str] | None) -> str:
+    return ", ".join(sorted(allowed or ()))
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)

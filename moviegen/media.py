@@ -1,0 +1,205 @@
+"""ffmpeg plumbing: find the binaries, write lossless masters, probe files, read frames.
+
+The system ffmpeg is used when present (Debian's package brings ffprobe too); otherwise the
+binary bundled with imageio-ffmpeg, with probing done by parsing ``ffmpeg -i``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+
+class MediaError(RuntimeError):
+    """An ffmpeg step failed; the message carries ffmpeg's own last lines."""
+
+
+@cache
+def ffmpeg_binary() -> str:
+    """The ffmpeg executable: ``$MOVIEGEN_FFMPEG``, the system one, or imageio-ffmpeg's bundled one."""
+    explicit = os.environ.get("MOVIEGEN_FFMPEG")
+    if explicit:
+        return explicit
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@cache
+def ffprobe_binary() -> str | None:
+    """ffprobe beside the chosen ffmpeg, or on PATH; None when only a bundled ffmpeg exists."""
+    sibling = Path(ffmpeg_binary()).with_name("ffprobe")
+    if sibling.is_file():
+        return str(sibling)
+    return shutil.which("ffprobe")
+
+
+FFMPEG_TIMEOUT_S = 1800
+
+
+def run_ffmpeg(args: list[str], *, input_bytes: bytes | None = None, what: str = "ffmpeg") -> bytes:
+    """Run ffmpeg quietly; raise MediaError with its last stderr lines when it fails or hangs."""
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
+    try:
+        proc = subprocess.run(cmd, input=input_bytes, capture_output=True, check=False, timeout=FFMPEG_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"{what} took longer than {FFMPEG_TIMEOUT_S} s and was stopped") from None
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.decode(errors="replace").strip().splitlines()[-5:])
+        raise MediaError(f"{what} failed (exit {proc.returncode}): {tail}")
+    return proc.stdout
+
+
+def write_master(frames: np.ndarray, fps: float, path: Path) -> Path:
+    """Write uint8 RGB frames (F, H, W, 3) losslessly (FFV1 in Matroska): the mezzanine every rendition starts from.
+
+    Written to a temporary name and renamed, so a master either is whole or is not there.
+    """
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames of shape (F, H, W, 3), got {frames.dtype} {frames.shape}")
+    count, height, width, _ = frames.shape
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    run_ffmpeg(
+        [
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{width}x{height}",
+            "-r",
+            f"{fps}",
+            "-i",
+            "pipe:0",
+            "-c:v",
+            "ffv1",
+            "-level",
+            "3",
+            "-pix_fmt",
+            "bgr0",
+            "-frames:v",
+            str(count),
+            str(tmp),
+        ],
+        input_bytes=np.ascontiguousarray(frames).tobytes(),
+        what="writing the master",
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def read_frames(path: Path, *, size: tuple[int, int] | None = None, max_frames: int | None = None) -> np.ndarray:
+    """Decode a video to uint8 RGB frames (F, H, W, 3), optionally scaled to ``size`` (width, height)."""
+    info = probe(path)
+    width, height = size or (info.width, info.height)
+    args = ["-i", str(path)]
+    if size:
+        args += ["-vf", f"scale={width}:{height}:flags=area"]
+    if max_frames:
+        args += ["-frames:v", str(max_frames)]
+    raw = run_ffmpeg([*args, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"], what=f"decoding {path.name}")
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a media file holds, as ffprobe sees it."""
+
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    frames: int
+    video_codec: str
+    pix_fmt: str
+    profile: str | None
+    audio_codec: str | None
+    audio_rate: int | None
+    audio_channels: int | None
+    format_name: str
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
+
+
+def probe(path: Path) -> StreamInfo:
+    """Probe a media file (ffprobe when available, else parsing ``ffmpeg -i``)."""
+    ffprobe = ffprobe_binary()
+    if ffprobe is None:
+        return _probe_with_ffmpeg(path)
+    proc = subprocess.run(
+        [ffprobe, "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise MediaError(f"cannot probe {path}: {proc.stderr.decode(errors='replace').strip()}")
+    data = json.loads(proc.stdout)
+    video = next((s for s in data["streams"] if s["codec_type"] == "video"), None)
+    if video is None:
+        raise MediaError(f"{path} has no video stream")
+    audio = next((s for s in data["streams"] if s["codec_type"] == "audio"), None)
+    num, den = (int(x) for x in video.get("avg_frame_rate", "0/1").split("/"))
+    fps = num / den if den else 0.0
+    frames = int(video.get("nb_read_frames") or video.get("nb_frames") or 0)
+    duration = float(video.get("duration") or data["format"].get("duration") or 0.0)
+    return StreamInfo(
+        width=int(video["width"]),
+        height=int(video["height"]),
+        fps=fps,
+        duration_s=duration,
+        frames=frames,
+        video_codec=video["codec_name"],
+        pix_fmt=video.get("pix_fmt", ""),
+        profile=video.get("profile"),
+        audio_codec=audio["codec_name"] if audio else None,
+        audio_rate=int(audio["sample_rate"]) if audio else None,
+        audio_channels=int(audio["channels"]) if audio else None,
+        format_name=data["format"]["format_name"],
+    )
+
+
+def _probe_with_ffmpeg(path: Path) -> StreamInfo:
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    text = proc.stderr.decode(errors="replace")
+    video = re.search(r"Stream #\S+.*?: Video: (\w+)(?: \(([^)]*)\))?[^,]*, (\w+)[^,]*,.*?(\d{2,5})x(\d{2,5})", text)
+    if video is None:
+        raise MediaError(f"cannot probe {path}: {text.strip().splitlines()[-1] if text.strip() else 'no output'}")
+    fps_match = re.search(r"(\d+(?:\.\d+)?) fps", text)
+    frames = re.findall(r"frame=\s*(\d+)", text)
+    audio = re.search(r"Audio: (\w+).*?(\d+) Hz, (mono|stereo|\d+ channels)", text)
+    fmt = re.search(r"Input #0, ([\w,]+), from", text)
+    fps = float(fps_match.group(1)) if fps_match else 0.0
+    count = int(frames[-1]) if frames else 0
+    channels = None
+    if audio:
+        layout = audio.group(3)
+        channels = {"mono": 1, "stereo": 2}.get(layout) or int(layout.split()[0])
+    return StreamInfo(
+        width=int(video.group(4)),
+        height=int(video.group(5)),
+        fps=fps,
+        duration_s=count / fps if fps else 0.0,
+        frames=count,
+        video_codec=video.group(1),
+        pix_fmt=video.group(3),
+        profile=video.group(2),
+        audio_codec=audio.group(1) if audio else None,
+        audio_rate=int(audio.group(2)) if audio else None,
+        audio_channels=channels,
+        format_name=fmt.group(1) if fmt else "",
+    )

@@ -1,0 +1,1 @@
+"""Model registry, the tiny offline model and pipeline loading."""

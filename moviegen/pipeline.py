@@ -1,0 +1,536 @@
+"""The stages of a campaign run as plain functions, and the plain in-process loop over them.
+
+``flows/campaign.py`` composes exactly these stages under Prefect; ``run_campaign_plain`` runs
+them without any orchestration, which is the baseline for measuring Prefect's overhead.
+
+    catalog -> validate -> plan (skip what is published) -> batch -> generate masters
+            -> per channel: render -> delivery check -> publish -> manifest row -> report
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from moviegen import __version__, progress
+from moviegen.catalog import CatalogReadError, CatalogValidation, read_catalog, validate_catalog
+from moviegen.config import Settings
+from moviegen.generate import (
+    Device,
+    GenerationRequest,
+    generate_batch,
+    model_revision,
+    pick_device,
+    process_pipeline_cache,
+)
+from moviegen.media import MediaError, StreamInfo, probe, write_master
+from moviegen.models.registry import resolve_model
+from moviegen.presets import ChannelPreset, Style, channel_presets, styles
+from moviegen.publish import (
+    MANIFEST_SCHEMA,
+    REJECTED_SCHEMA,
+    OutputRoot,
+    new_run_id,
+    published_paths,
+    published_renditions,
+    sha256_file,
+    utc_now,
+)
+from moviegen.render import render_rendition, rendition_key, set_encode_slots, write_poster
+from moviegen.spec import ClipPlan, ClipSpec, Problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """What every stage of one run needs: settings, identity, where things go, device, presets."""
+
+    settings: Settings
+    run_id: str
+    out: OutputRoot
+    work_dir: Path
+    device: Device
+    presets: dict[str, ChannelPreset]
+    styles: dict[str, Style]
+    started_at: datetime
+
+
+def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
+    """Open the output root and scratch folder and choose the device for a new run."""
+    out = OutputRoot(settings.out.rstrip("/") + "/preview" if settings.preview else settings.out)
+    if settings.work_dir:
+        work_dir = Path(settings.work_dir)
+    elif out.is_local:
+        work_dir = Path(out.root) / ".work"
+    else:
+        work_dir = settings.cache_dir / "work"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    set_encode_slots(settings.render_workers)
+    return RunContext(
+        settings=settings,
+        run_id=run_id or new_run_id(),
+        out=out,
+        work_dir=work_dir,
+        device=pick_device(settings.generation.device, settings.generation.dtype),
+        presets=channel_presets(settings.channels),
+        styles=styles(settings.styles),
+        started_at=utc_now(),
+    )
+
+
+# 1. Load and validate --------------------------------------------------------------------------
+
+
+def load_and_validate(catalog_uri: str, ctx: RunContext) -> CatalogValidation:
+    """Read the catalog and check every row; raises CatalogReadError when it cannot be read at all."""
+    table = read_catalog(catalog_uri)
+    validation = validate_catalog(
+        table,
+        channels=ctx.presets,
+        styles=ctx.styles,
+        default_model=ctx.settings.generation.model,
+    )
+    progress.start("validate", validation.rows)
+    progress.advance("validate", validation.rows)
+    return validation
+
+
+# 2. Plan ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class CampaignPlan:
+    """What a run will do: clips to make (with the channels still missing) and what is already out."""
+
+    todo: list[tuple[ClipPlan, tuple[str, ...]]] = field(default_factory=list)
+    already_published: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def renditions(self) -> int:
+        return sum(len(channels) for _, channels in self.todo)
+
+
+def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None = None) -> ClipPlan:
+    """Resolve a spec against its model's defaults into exactly what to generate."""
+    ref = resolve_model(spec.model)
+    revisions = {} if revisions is None else revisions
+    if ref.location not in revisions:
+        revisions[ref.location] = model_revision(ref, ctx.settings.cache_dir)
+    info = ref.info
+    width, height = info.size_for(spec.aspect)
+    steps = spec.steps or ctx.settings.generation.steps or info.steps
+    request = GenerationRequest(
+        prompt=spec.prompt,
+        negative_prompt=spec.negative_prompt,
+        seed=spec.seed,
+        width=width,
+        height=height,
+        num_frames=info.frames_for(spec.duration_s),
+        steps=preview_steps(steps) if ctx.settings.preview else steps,
+        guidance=spec.guidance if spec.guidance is not None else info.guidance,
+    )
+    return ClipPlan(spec=spec, model=ref, model_revision=revisions[ref.location], request=request, fps=info.fps)
+
+
+def preview_steps(steps: int) -> int:
+    """Steps for a preview draft: a quarter of the full run's, at least 2."""
+    return max(2, steps // 4)
+
+
+def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
+    """Plan every valid row and leave out renditions already published with the same rendition key."""
+    plan = CampaignPlan()
+    published = published_renditions(ctx.out)
+    revisions: dict[str, str] = {}
+    for spec in specs:
+        clip = plan_clip(spec, ctx, revisions)
+        missing = []
+        for channel in spec.channels:
+            row = published.get((spec.campaign_id, spec.clip_id, channel))
+            if row is not None and row["rendition_key"] == rendition_key_for(clip, channel, ctx):
+                plan.already_published.append(row)
+            else:
+                missing.append(channel)
+        if missing:
+            plan.todo.append((clip, tuple(missing)))
+    return plan
+
+
+def rendition_key_for(clip: ClipPlan, channel: str, ctx: RunContext) -> str:
+    spec = clip.spec
+    return rendition_key(clip.clip_key, ctx.presets[channel], ctx.styles[spec.style], spec.duration_s, spec.caption)
+
+
+def make_batches(clips: Iterable[ClipPlan], batch_size: int) -> list[list[ClipPlan]]:
+    """Group clips that can share one pipeline call (same model, size, frames, steps, guidance)."""
+    groups: dict[tuple[Any, ...], list[ClipPlan]] = defaultdict(list)
+    for clip in clips:
+        groups[clip.batch_key].append(clip)
+    batches = []
+    for group in groups.values():
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    return batches
+
+
+# 3. Generate -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Master:
+    """A clip's generated master file, or why there is none."""
+
+    clip: ClipPlan
+    path: Path | None
+    seconds: float = 0.0
+    reused: bool = False
+    nan_fraction: float = 0.0
+    problem: Problem | None = None
+
+
+def master_path(clip: ClipPlan, ctx: RunContext) -> Path:
+    return ctx.work_dir / "masters" / f"{clip.clip_key}.mkv"
+
+
+def generate_masters(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
+    """Generate one batch in a single pipeline call; reuse masters already on disk for the same clip_key.
+
+    A failing batch is retried clip by clip, so one bad clip only costs itself.
+    """
+    results: dict[str, Master] = {}
+    needed = []
+    for clip in batch:
+        path = master_path(clip, ctx)
+        if path.is_file():
+            results[clip.clip_key] = Master(clip, path, reused=True)
+        else:
+            needed.append(clip)
+    if needed:
+        try:
+            results.update(_generate(needed, ctx))
+        except Exception as exc:
+            if len(needed) == 1:
+                results[needed[0].clip_key] = _failed(needed[0], "generate", exc)
+            else:
+                log.warning("batch of %d failed (%s); retrying clip by clip", len(needed), exc)
+                for clip in needed:
+                    try:
+                        results.update(_generate([clip], ctx))
+                    except Exception as single_exc:
+                        results[clip.clip_key] = _failed(clip, "generate", single_exc)
+    progress.advance("generate", len(batch))
+    return [results[clip.clip_key] for clip in batch]
+
+
+def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
+    settings = ctx.settings.generation
+    started = time.perf_counter()
+    pipe = process_pipeline_cache().get(clips[0].model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle)
+    outputs = generate_batch(pipe, [c.request for c in clips], ctx.device)
+    seconds = (time.perf_counter() - started) / len(clips)
+    masters = {}
+    for clip, output in zip(clips, outputs, strict=True):
+        path = write_master(output.frames, clip.fps, master_path(clip, ctx))
+        masters[clip.clip_key] = Master(clip, path, seconds=seconds, nan_fraction=output.nan_fraction)
+    return masters
+
+
+def _failed(clip: ClipPlan, stage: str, exc: BaseException, channel: str | None = None) -> Master:
+    return Master(clip, None, problem=clip_problem(clip, stage, "error", f"{type(exc).__name__}: {exc}", channel))
+
+
+def clip_problem(
+    clip: ClipPlan, stage: str, rule: str, message: str, channel: str | None = None, **details: Any
+) -> Problem:
+    """A problem with one generated clip (or one of its renditions)."""
+    spec = clip.spec
+    if channel:
+        details["channel"] = channel
+    return Problem(
+        spec.row, spec.clip_id, None, stage, rule, message, spec.campaign_id, {"clip_key": clip.clip_key, **details}
+    )
+
+
+# 4. Render, check and publish ------------------------------------------------------------------
+
+
+@dataclass
+class Rendition:
+    """One channel's outcome for one clip: a manifest row when published, else the problem."""
+
+    clip: ClipPlan
+    channel: str
+    row: dict[str, Any] | None = None
+    problem: Problem | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Rendition:
+    """Render one channel's MP4 from the master, check it against the preset, and publish it atomically."""
+    clip, spec = master.clip, master.clip.spec
+    if master.path is None:
+        raise ValueError(f"clip {spec.clip_id} has no master to render: {master.problem}")
+    preset = ctx.presets[channel]
+    key = rendition_key_for(clip, channel, ctx)
+    scratch = ctx.work_dir / "renders" / key
+    video = scratch / f"{spec.clip_id}.mp4"
+    timings: dict[str, float] = {}
+    try:
+        started = time.perf_counter()
+        render_rendition(master.path, preset, ctx.styles[spec.style], spec.duration_s, video)
+        timings["render"] = time.perf_counter() - started
+        progress.advance("render")
+
+        started = time.perf_counter()
+        info = probe(video)
+        violations = delivery_violations(info, preset, spec.duration_s)
+        if violations:
+            return Rendition(
+                clip,
+                channel,
+                seconds=timings,
+                problem=clip_problem(clip, "delivery", "preset", "; ".join(violations), channel),
+            )
+        poster = write_poster(video, scratch / f"{spec.clip_id}.jpg", at_s=min(1.0, spec.duration_s / 2))
+        row = publish_rendition(clip, channel, key, video, poster, info, ctx)
+        timings["publish"] = time.perf_counter() - started
+        progress.advance("publish")
+    except MediaError as exc:
+        return Rendition(
+            clip, channel, seconds=timings, problem=clip_problem(clip, "render", "ffmpeg", str(exc), channel)
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return Rendition(clip, channel, row=row, seconds=timings)
+
+
+def delivery_violations(info: StreamInfo, preset: ChannelPreset, duration_s: float) -> list[str]:
+    """What a rendition gets wrong against its preset (empty when it may be published)."""
+    problems = []
+    if (info.width, info.height) != (preset.width, preset.height):
+        problems.append(f"size {info.width}x{info.height}, preset wants {preset.width}x{preset.height}")
+    if abs(info.fps - preset.fps) > 0.01:
+        problems.append(f"{info.fps:g} fps, preset wants {preset.fps:g}")
+    expected_frames = round(duration_s * preset.fps)
+    if abs(info.frames - expected_frames) > 1:
+        problems.append(f"{info.frames} frames, {duration_s:g} s at {preset.fps:g} fps needs {expected_frames}")
+    if info.video_codec != "h264":
+        problems.append(f"video codec {info.video_codec}, preset wants h264")
+    if info.audio_codec != "aac" or info.audio_rate != 48000:
+        problems.append(f"audio {info.audio_codec} at {info.audio_rate} Hz, preset wants AAC at 48000 Hz")
+    return problems
+
+
+def publish_rendition(
+    clip: ClipPlan, channel: str, key: str, video: Path, poster: Path, info: StreamInfo, ctx: RunContext
+) -> dict[str, Any]:
+    """Put poster, sidecar and video into ``published/`` (video last) and append the manifest row."""
+    spec = clip.spec
+    paths = published_paths(channel, spec.campaign_id, spec.clip_id)
+    sidecar = {
+        "campaign_id": spec.campaign_id,
+        "clip_id": spec.clip_id,
+        "channel": channel,
+        "caption": spec.caption,
+        "hashtags": list(spec.hashtags),
+        "disclosure": {"ai_generated": True},
+        "video": paths["video"][-1],
+        "poster": paths["poster"][-1],
+        "clip_key": clip.clip_key,
+        "rendition_key": key,
+        "model": clip.model.requested,
+        "generator": f"moviegen {__version__}",
+    }
+    ctx.out.put_file(poster, *paths["poster"])
+    ctx.out.write_json(sidecar, *paths["sidecar"])
+    relative = ctx.out.put_file(video, *paths["video"])
+    row = {
+        "run_id": ctx.run_id,
+        "campaign_id": spec.campaign_id,
+        "clip_id": spec.clip_id,
+        "channel": channel,
+        "path": relative,
+        "clip_key": clip.clip_key,
+        "rendition_key": key,
+        "watermark_payload": None,
+        "sha256": sha256_file(video),
+        "bytes": video.stat().st_size,
+        "width": info.width,
+        "height": info.height,
+        "fps": info.fps,
+        "duration_s": round(info.frames / info.fps, 6) if info.fps else info.duration_s,
+        "frames": info.frames,
+        "model": clip.model.requested,
+        "seed": spec.seed,
+        "style": spec.style,
+        "published_at": utc_now(),
+    }
+    ctx.out.append_rows("manifest", MANIFEST_SCHEMA, [row], ctx.run_id)
+    return row
+
+
+# 5. Record and report --------------------------------------------------------------------------
+
+
+def record_rejections(problems: Iterable[Problem], ctx: RunContext) -> int:
+    """Append problems to ``rejected/``; return how many were written."""
+    now = utc_now()
+    rows = [
+        {
+            "run_id": ctx.run_id,
+            "campaign_id": p.campaign_id,
+            "clip_id": p.clip_id,
+            "row": p.row,
+            "column": p.column,
+            "stage": p.stage,
+            "rule": p.rule,
+            "reason": p.message,
+            "details": json.dumps(p.details, default=str),
+            "rejected_at": now,
+        }
+        for p in problems
+    ]
+    ctx.out.append_rows("rejected", REJECTED_SCHEMA, rows, ctx.run_id)
+    return len(rows)
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the terminal, run.json and the exit status."""
+
+    run_id: str
+    out: str
+    rows: int
+    valid: int
+    published: list[dict[str, Any]]
+    already_published: int
+    problems: list[Problem]
+    seconds: float
+    stage_seconds: dict[str, float]
+    model_loads: dict[str, int]
+    executor: str = "local"
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything valid was published, 1 when something was rejected or failed."""
+        return 1 if self.problems else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "out": self.out,
+            "generator": f"moviegen {__version__}",
+            "executor": self.executor,
+            "rows": self.rows,
+            "valid_rows": self.valid,
+            "published": self.published,
+            "already_published": self.already_published,
+            "problems": [{**p.to_json(), "campaign_id": p.campaign_id, "details": p.details} for p in self.problems],
+            "seconds": round(self.seconds, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "model_loads": self.model_loads,
+            "exit_code": self.exit_code,
+        }
+
+
+def finish_run(
+    ctx: RunContext,
+    validation: CatalogValidation,
+    plan: CampaignPlan,
+    masters: list[Master],
+    renditions: list[Rendition],
+    executor: str = "local",
+) -> RunSummary:
+    """Record clip problems, write ``runs/<run_id>/run.json`` and the report; return the summary."""
+    problems = [*validation.problems, *plan.problems]
+    problems += [m.problem for m in masters if m.problem is not None]
+    problems += [r.problem for r in renditions if r.problem is not None]
+    record_rejections(problems[len(validation.problems) :], ctx)
+    stage_seconds: dict[str, float] = defaultdict(float)
+    for m in masters:
+        stage_seconds["generate"] += m.seconds
+    for r in renditions:
+        for stage, seconds in r.seconds.items():
+            stage_seconds[stage] += seconds
+    summary = RunSummary(
+        run_id=ctx.run_id,
+        out=ctx.out.url,
+        rows=validation.rows,
+        valid=len(validation.specs),
+        published=[_jsonable_row(r.row) for r in renditions if r.row is not None],
+        already_published=len(plan.already_published),
+        problems=problems,
+        seconds=(utc_now() - ctx.started_at).total_seconds(),
+        stage_seconds=dict(stage_seconds),
+        model_loads=dict(process_pipeline_cache().loads),
+        executor=executor,
+    )
+    ctx.out.write_json(summary.to_json(), "runs", ctx.run_id, "run.json")
+    from moviegen.report import render_report_html  # late: keeps the stage imports light
+
+    ctx.out.write_bytes(render_report_html(summary.to_json()).encode(), "runs", ctx.run_id, "report.html")
+    return summary
+
+
+def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+# The plain loop --------------------------------------------------------------------------------
+
+
+def run_campaign_plain(catalog_uri: str, settings: Settings, run_id: str | None = None) -> RunSummary:
+    """Run a whole campaign with no orchestration: the same stages as the Prefect flow, in order.
+
+    Generation is sequential on the device; each batch's renditions are encoded on a thread pool
+    while the next batch generates, as in the flow.
+    """
+    ctx = start_run(settings, run_id)
+    validation = load_and_validate(catalog_uri, ctx)
+    record_rejections(validation.problems, ctx)
+    plan = plan_campaign(validation.specs, ctx)
+    progress.start("generate", len(plan.todo))
+    progress.start("render", plan.renditions)
+    progress.start("publish", plan.renditions)
+    channels_by_key = {clip.clip_key: channels for clip, channels in plan.todo}
+    masters: list[Master] = []
+    futures = []
+    with ThreadPoolExecutor(max_workers=settings.render_workers) as pool:
+        for batch in make_batches([clip for clip, _ in plan.todo], settings.generation.batch_size):
+            for master in generate_masters(batch, ctx):
+                masters.append(master)
+                if master.path is None:
+                    continue
+                for channel in channels_by_key[master.clip.clip_key]:
+                    futures.append(pool.submit(render_and_publish, master, channel, ctx))
+        renditions = [f.result() for f in futures]
+    return finish_run(ctx, validation, plan, masters, renditions, executor="plain")
+
+
+__all__ = [
+    "CampaignPlan",
+    "CatalogReadError",
+    "Master",
+    "Rendition",
+    "RunContext",
+    "RunSummary",
+    "finish_run",
+    "generate_masters",
+    "load_and_validate",
+    "make_batches",
+    "plan_campaign",
+    "record_rejections",
+    "render_and_publish",
+    "run_campaign_plain",
+    "start_run",
+]

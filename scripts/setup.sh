@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything moviegen needs on a fresh Debian/Ubuntu machine, then gets out of the way.
+# Idempotent and quick when nothing changed: `make demo` and `make test` call it every time.
+#   - Debian packages (ffmpeg + ffprobe, fonts, exiftool) through apt-get when missing;
+#   - a virtual environment in .venv with the CPU build of torch pinned (an unpinned torch pulls
+#     a multi-GB CUDA build) and the project installed editable with its dev tools.
+# On a GPU machine, install the CUDA torch you want into .venv first; this script keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+
+apt_packages=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || apt_packages+=(ffmpeg)
+command -v exiftool >/dev/null || apt_packages+=(libimage-exiftool-perl)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_packages+=(fonts-dejavu-core)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  if command -v apt-get >/dev/null && { [ -z "$sudo" ] || $sudo true 2>/dev/null; }; then
+    echo "setup: installing Debian packages: ${apt_packages[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  else
+    echo "setup: cannot apt-get ${apt_packages[*]}; moviegen falls back to imageio-ffmpeg's bundled ffmpeg." >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.moviegen-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python packages into .venv (first time: about 2 minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+  if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
+  fi
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -c "import moviegen, flows, tasks, torch, diffusers, prefect" \
+    || { echo "setup: the Python install failed (see above)" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi

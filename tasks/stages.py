@@ -1,0 +1,72 @@
+"""One task per pipeline stage."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
+
+from moviegen import pipeline
+from moviegen.catalog import CatalogValidation
+from moviegen.pipeline import CampaignPlan, Master, Rendition, RunContext, RunSummary
+from moviegen.spec import ClipPlan, ClipSpec, Problem
+
+
+@task(name="validate-catalog", cache_policy=NO_CACHE, persist_result=False)
+def validate_catalog_task(catalog_uri: str, ctx: RunContext) -> CatalogValidation:
+    """Read the catalog and check every row (CPU, seconds for thousands of rows)."""
+    return pipeline.load_and_validate(catalog_uri, ctx)
+
+
+@task(name="record-rejections", cache_policy=NO_CACHE, persist_result=False)
+def record_rejections_task(problems: list[Problem], ctx: RunContext) -> int:
+    """Append rejected rows to the output root's ``rejected/`` dataset."""
+    return pipeline.record_rejections(problems, ctx)
+
+
+@task(name="plan-campaign", cache_policy=NO_CACHE, persist_result=False)
+def plan_campaign_task(specs: list[ClipSpec], ctx: RunContext) -> CampaignPlan:
+    """Resolve models and leave out renditions that are already published."""
+    return pipeline.plan_campaign(specs, ctx)
+
+
+def _batch_run_name() -> str:
+    """``generate-<first clip_id>+<more>``, so the UI shows which clips a batch holds."""
+    clips = task_run.parameters["batch"]
+    return f"generate-{clips[0].spec.clip_id}" + (f"+{len(clips) - 1}" if len(clips) > 1 else "")
+
+
+@task(
+    name="generate-batch",
+    tags=["gpu"],
+    task_run_name=_batch_run_name,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def generate_batch_task(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
+    """Generate one batch of clips in one pipeline call (uses the run's device: one GPU, or the CPU)."""
+    return pipeline.generate_masters(batch, ctx)
+
+
+@task(
+    name="render-publish",
+    tags=["ffmpeg"],
+    task_run_name="render-{channel}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def render_publish_task(master: Master, channel: str, ctx: RunContext) -> Rendition:
+    """Encode one channel's rendition (ffmpeg, CPU cores), check it and publish it atomically."""
+    return pipeline.render_and_publish(master, channel, ctx)
+
+
+@task(name="finish-run", cache_policy=NO_CACHE, persist_result=False)
+def finish_run_task(
+    ctx: RunContext,
+    validation: CatalogValidation,
+    plan: CampaignPlan,
+    masters: list[Master],
+    renditions: list[Rendition],
+) -> RunSummary:
+    """Record clip problems and write run.json and the report."""
+    return pipeline.finish_run(ctx, validation, plan, masters, renditions, executor="prefect")
