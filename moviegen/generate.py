@@ -23,6 +23,8 @@ from moviegen.models.tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
 
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl"}
+
 
 @dataclass(frozen=True)
 class Device:
@@ -151,7 +153,16 @@ def load_pipeline(ref: ModelRef, device: Device, cache_dir: Path, allow_pickle: 
 
     location = model_location(ref, cache_dir)
     pipeline_cls = getattr(diffusers, ref.info.family.pipeline_class)
-    kwargs: dict[str, Any] = {"dtype": device.dtype, "use_safetensors": not allow_pickle}
+    # None lets diffusers prefer safetensors and fall back to pickle files; True refuses pickle.
+    use_safetensors = None if allow_pickle else True
+    if not allow_pickle and Path(location).is_dir():
+        pickled = sorted(str(p.relative_to(location)) for p in Path(location).rglob("*") if p.suffix in PICKLE_SUFFIXES)
+        if pickled:
+            raise ModelLoadError(
+                f"model {ref.requested!r} has pickle weights ({', '.join(pickled[:3])}), which can run code when "
+                "loaded: convert them to safetensors, or set generation.allow_pickle: true if you trust the source"
+            )
+    kwargs: dict[str, Any] = {"dtype": device.dtype, "use_safetensors": use_safetensors}
     log.info("loading %s from %s on %s (%s)", ref.requested, location, device.name, device.dtype_name)
     _quiet_loading_bars()
     try:
@@ -159,16 +170,16 @@ def load_pipeline(ref: ModelRef, device: Device, cache_dir: Path, allow_pickle: 
             if ref.info.family.name == "wan" and device.dtype != torch.float32:
                 # Wan's VAE is numerically fragile in half precision; the reference setup keeps it in float32.
                 kwargs["vae"] = diffusers.AutoencoderKLWan.from_pretrained(
-                    location, subfolder="vae", dtype=torch.float32, use_safetensors=not allow_pickle
+                    location, subfolder="vae", dtype=torch.float32, use_safetensors=use_safetensors
                 )
             pipe = pipeline_cls.from_pretrained(location, **kwargs)
     except OSError as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        hint = (
-            f"download it first (`hf download {location}`) or point model at a local folder"
-            if offline or not Path(location).exists()
-            else "check that the folder was written by save_pretrained"
-        )
+        if Path(location).exists():
+            hint = "check that the folder was written by save_pretrained with safetensors weights"
+        elif os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+            hint = f"the hub is offline (HF_HUB_OFFLINE): download it first (`hf download {location}`)"
+        else:
+            hint = f"download it first (`hf download {location}`) or point model at a local folder"
         raise ModelLoadError(f"cannot load model {ref.requested!r} from {location}: {exc}. {hint}") from exc
     except ValueError as exc:
         raise ModelLoadError(f"cannot load model {ref.requested!r}: {exc}") from exc
