@@ -30,7 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-stdout = Console()
+# Piped output (scripts, CI logs) gets wide lines instead of tables wrapped at 80 columns.
+stdout = Console() if sys.stdout.isatty() else Console(width=240)
 
 
 class Executor(StrEnum):

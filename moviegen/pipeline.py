@@ -456,6 +456,7 @@ def finish_run(
     problems += [m.problem for m in masters if m.problem is not None]
     problems += [r.problem for r in renditions if r.problem is not None]
     record_rejections(problems[len(validation.problems) :], ctx)
+    ctx.out.compact_run("manifest", MANIFEST_SCHEMA, ctx.run_id)
     stage_seconds: dict[str, float] = defaultdict(float)
     for m in masters:
         stage_seconds["generate"] += m.seconds
