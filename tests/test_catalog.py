@@ -148,3 +148,12 @@ def test_movie_gen_bench_prompts_are_valid_rows(moviegenbench):
     result = check(table)
     assert result.rows >= 1000
     assert result.problems == []
+
+
+def test_catalog_readme_documents_every_column():
+    from pathlib import Path
+
+    from moviegen.catalog import COLUMNS
+
+    readme = (Path(__file__).resolve().parents[1] / "catalogs" / "README.md").read_text()
+    assert [c.name for c in COLUMNS if f"| `{c.name}` |" not in readme] == []
