@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ TRUSTED, VALID, INVALID, NO_CREDENTIALS = "Trusted", "Valid", "Invalid", "no cre
 ACCEPTED_STATES = (VALID, TRUSTED)
 
 MP4 = "video/mp4"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ def sign_credentials(path: Path, facts: ProvenanceFacts, settings: ProvenanceSet
             builder.sign(signer, MP4, source, dest)
     except c2pa.C2paError as exc:
         raise ProvenanceError(f"signing Content Credentials into {path.name} failed: {exc}") from None
+    log.debug("signed %s as %s (%s, from %s)", path.name, identity.subject, identity.algorithm, identity.source)
     return path
 
 
