@@ -7,6 +7,7 @@ platform or ``moviegen verify`` uses; tampering is done on the bytes of the sign
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import shutil
 import stat
@@ -436,3 +437,23 @@ def test_private_key_never_appears_in_logs_settings_errors_or_the_manifest(
     with pytest.raises(ConfigError) as excinfo:
         load_settings(config)
     assert "provenance.trust_anchors" in str(excinfo.value) and not leaks(str(excinfo.value))
+
+
+def test_signer_command_shows_the_certificate_or_why_there_is_none(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.setenv("MOVIEGEN_PROVENANCE__DEV_SIGNER_DIR", str(tmp_path / "dev-signer"))
+    result = CliRunner().invoke(app, ["signer", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["development"] is True and info["algorithm"] == "es256"
+    assert info["certificate"] == str(tmp_path / "dev-signer" / "cert.pem")
+    assert Path(info["certificate"]).is_file()
+
+    monkeypatch.setenv("MOVIEGEN_PROVENANCE__ALLOW_DEV_SIGNER", "false")
+    monkeypatch.setenv("MOVIEGEN_PROVENANCE__DEV_SIGNER_DIR", str(tmp_path / "other"))
+    result = CliRunner().invoke(app, ["signer"])
+    assert result.exit_code == 2
+    assert "allow_dev_signer is false" in " ".join(result.output.split())
