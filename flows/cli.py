@@ -231,6 +231,42 @@ def build_tiny(config: Annotated[Path | None, typer.Option("--config")] = None) 
     stdout.print(str(ensure_tiny_model(settings.cache_dir)))
 
 
+@app.command()
+def signer(
+    config: Annotated[Path | None, typer.Option("--config")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show which certificate signs Content Credentials (creating the development one on first use)."""
+    from moviegen.provenance import ProvenanceError, load_signing_identity
+
+    settings = _settings(config)
+    try:
+        identity = load_signing_identity(settings.provenance)
+    except ProvenanceError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    info = {
+        "development": identity.development,
+        "subject": identity.subject,
+        "algorithm": identity.algorithm,
+        "not_after": identity.not_after.isoformat(),
+        "certificate": str(settings.provenance.dev_signer_dir / "cert.pem")
+        if identity.development
+        else identity.source,
+        "trust_anchors": [str(p) for p in settings.provenance.trust_anchors],
+    }
+    if as_json:
+        stdout.print_json(json.dumps(info))
+        return
+    for key, value in info.items():
+        typer.echo(f"{key}: {value}")
+    if identity.development:
+        console.print(
+            "[yellow]development certificate:[/yellow] add its path to provenance.trust_anchors to see your own "
+            "files as Trusted; configure a real certificate for production (see the README)."
+        )
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
     sys.exit(app())
 

@@ -11,15 +11,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 TINY_MODEL_ID = "moviegen/tiny-wan"
 
 
 def default_cache_dir() -> Path:
-    """Where built models and the development signer live (``$MOVIEGEN_CACHE_DIR`` or XDG cache)."""
+    """Where built models live (``$XDG_CACHE_HOME/moviegen``, else ``~/.cache/moviegen``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "moviegen"
+
+
+def default_config_dir() -> Path:
+    """The user's moviegen configuration folder (``$XDG_CONFIG_HOME/moviegen``, else ``~/.config/moviegen``).
+
+    The development signing certificate and key live here, in ``dev-signer/``.
+    """
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "moviegen"
 
 
@@ -34,11 +43,95 @@ class GenerationSettings(BaseModel):
     allow_pickle: bool = Field(False, description="Allow non-safetensors weights (unsafe).")
 
 
+LabelPosition = Literal["top_left", "top_right", "bottom_left", "bottom_right", "top", "bottom"]
+
+
+class LabelSettings(BaseModel):
+    """The visible "AI-generated" mark drawn into every rendition (sizes are fractions of the frame's short side)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    text: str = Field("AI-generated", min_length=1, max_length=48, description="What the mark says.")
+    position: LabelPosition = "top_left"
+    size: float = Field(0.035, ge=0.01, le=0.2, description="Text height / the frame's short side.")
+    margin: float = Field(0.04, ge=0.0, le=0.3, description="Distance from the edges / the frame's short side.")
+    color: str = Field("white", pattern=r"^[A-Za-z]+(@[01](\.\d+)?)?$|^#[0-9A-Fa-f]{6}(@[01](\.\d+)?)?$")
+    box_color: str = Field("black@0.5", pattern=r"^[A-Za-z]+(@[01](\.\d+)?)?$|^#[0-9A-Fa-f]{6}(@[01](\.\d+)?)?$")
+
+    @field_validator("text")
+    @classmethod
+    def _printable(cls, text: str) -> str:
+        if not text.isprintable() or text != text.strip():
+            raise ValueError("label text must be one line of printable characters without leading/trailing spaces")
+        return text
+
+
+class ChannelProvenance(BaseModel):
+    """Per-channel disclosure: which platform's flags the sidecar carries, and label overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    platform: str | None = Field(None, description="A platform in moviegen/data/disclosure.yaml (youtube, tiktok...).")
+    label: dict[str, Any] = Field(default_factory=dict, description="Overrides of provenance.label for this channel.")
+
+    @field_validator("platform")
+    @classmethod
+    def _known_platform(cls, platform: str | None) -> str | None:
+        from moviegen.provenance.disclosure import platforms  # late: that module imports this one
+
+        if platform is not None and platform not in platforms():
+            raise ValueError(f"unknown platform {platform!r}; use one of {', '.join(sorted(platforms()))}")
+        return platform
+
+    @field_validator("label")
+    @classmethod
+    def _valid_label(cls, label: dict[str, Any]) -> dict[str, Any]:
+        LabelSettings(**label)  # same keys and limits as provenance.label
+        return label
+
+
+class ProvenanceSettings(BaseModel):
+    """Content Credentials (C2PA) signing, IPTC label metadata, the visible label and disclosure flags.
+
+    Without ``cert_chain``/``private_key`` a development certificate is generated on first use in
+    ``dev_signer_dir``; production configures its own chain and key (for example through
+    ``MOVIEGEN_PROVENANCE__CERT_CHAIN`` and ``MOVIEGEN_PROVENANCE__PRIVATE_KEY``). The key is only
+    ever held as a path or a secret string, never printed.
+    """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    cert_chain: Path | None = Field(None, description="PEM certificate chain, signing certificate first.")
+    private_key: Path | None = Field(None, description="PEM private key file of the signing certificate.")
+    private_key_pem: SecretStr | None = Field(None, description="The PEM key itself (e.g. from a CI secret).")
+    private_key_password: SecretStr | None = Field(None, description="Password of an encrypted PEM key.")
+    timestamp_url: str | None = Field(None, description="RFC 3161 time-stamp authority URL (none: no time-stamp).")
+    trust_anchors: list[Path] = Field(
+        default_factory=list, description="PEM files of root certificates that make credentials Trusted."
+    )
+    require_trusted: bool = Field(False, description="Delivery gate wants Trusted, not only Valid, credentials.")
+    allow_dev_signer: bool = Field(True, description="Sign with the development certificate when none is set.")
+    dev_signer_dir: Path = Field(default_factory=lambda: default_config_dir() / "dev-signer")
+    description: str = Field(
+        "AI-generated video made with {generator} from the model {model}.",
+        max_length=500,
+        description="XMP description; {generator}, {model}, {campaign_id}, {clip_id} and {channel} are filled in.",
+    )
+    label: LabelSettings = Field(default_factory=LabelSettings)
+    channels: dict[str, ChannelProvenance] = Field(default_factory=dict, description="Per-channel disclosure, by name.")
+
+
 class Settings(BaseSettings):
     """Everything a run can be configured with."""
 
+    # hide_input_in_errors: a validation error never echoes a value (it could be a key or a token).
     model_config = SettingsConfigDict(
-        env_prefix="MOVIEGEN_", env_nested_delimiter="__", extra="forbid", validate_default=True
+        env_prefix="MOVIEGEN_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        hide_input_in_errors=True,
     )
 
     out: str = Field("out", description="Output root: a local folder or any fsspec URL.")
@@ -53,6 +146,7 @@ class Settings(BaseSettings):
         default_factory=dict, description="Extra or overridden channel presets, by name."
     )
     styles: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Extra named styles.")
+    provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -15,6 +15,7 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["XDG_CACHE_HOME"] = str(_SESSION_DIR / "cache")
+os.environ["XDG_CONFIG_HOME"] = str(_SESSION_DIR / "config")  # the development signer goes here, not in ~/.config
 for name in [n for n in os.environ if n.startswith("MOVIEGEN_")]:
     del os.environ[name]
 

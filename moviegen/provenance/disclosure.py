@@ -1,0 +1,137 @@
+"""Per-channel disclosure: the platform flags for the sidecar, and the visible label's placement.
+
+Problem: each platform asks for AI disclosure differently (YouTube ``containsSyntheticMedia``,
+TikTok ``is_aigc``, Meta's "AI info", LinkedIn's CR icon), and each channel's frame has app UI in
+different places, so the "AI-generated" mark cannot sit in the same spot everywhere.
+
+Solution: ``moviegen/data/disclosure.yaml`` maps every channel to its platform and default label
+placement; ``provenance.channels`` in configuration overrides or extends it. ``disclosure_flags``
+gives the sidecar's ``disclosure`` object; ``label_for`` gives the label to draw (or None), as
+plain data the render pass turns into pixels.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from moviegen.config import ChannelProvenance, LabelPosition, LabelSettings, ProvenanceSettings
+from moviegen.provenance.common import TRAINED_ALGORITHMIC_MEDIA
+
+MIN_LABEL_PX = 16  # smaller text is not legible on a phone
+
+
+class Platform(BaseModel):
+    """How one platform takes an AI disclosure."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    flags: dict[str, Any] = Field(default_factory=dict)
+    api_field: str | None = None
+    shows: str
+    reads_content_credentials: bool
+    manual: str
+
+
+@cache
+def _disclosure_data() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("moviegen.data").joinpath("disclosure.yaml").read_text(encoding="utf-8"))
+
+
+@cache
+def platforms() -> dict[str, Platform]:
+    """The platforms in ``moviegen/data/disclosure.yaml``, by name."""
+    return {name: Platform(**spec) for name, spec in _disclosure_data()["platforms"].items()}
+
+
+def channel_provenance(channel: str, settings: ProvenanceSettings | None = None) -> ChannelProvenance:
+    """A channel's platform and label overrides: the shipped defaults updated with ``provenance.channels``."""
+    settings = settings or ProvenanceSettings()
+    builtin = ChannelProvenance(**_disclosure_data()["channels"].get(channel, {}))
+    user = settings.channels.get(channel)
+    if user is None:
+        return builtin
+    return ChannelProvenance(
+        platform=user.platform if "platform" in user.model_fields_set else builtin.platform,
+        label={**builtin.label, **user.label},
+    )
+
+
+def disclosure_flags(channel: str, settings: ProvenanceSettings | None = None) -> dict[str, Any]:
+    """The sidecar's ``disclosure`` object for a rendition on ``channel``.
+
+    Always says ``ai_generated: true`` with the IPTC digital source type; for a known platform it
+    adds the flags to set in the upload call (``flags``), where they go (``api_field``), the label
+    viewers will see and what to do when posting by hand.
+    """
+    info = channel_provenance(channel, settings)
+    disclosure: dict[str, Any] = {
+        "ai_generated": True,
+        "digital_source_type": TRAINED_ALGORITHMIC_MEDIA,
+        "content_credentials": True,
+        "platform": info.platform,
+        "flags": {},
+    }
+    if info.platform is not None:
+        platform = platforms()[info.platform]
+        disclosure.update(
+            flags=dict(platform.flags),
+            api_field=platform.api_field,
+            shows=platform.shows,
+            reads_content_credentials=platform.reads_content_credentials,
+            manual=platform.manual,
+        )
+    return disclosure
+
+
+class LabelSpec(BaseModel):
+    """The visible mark for one channel: what to write, where, how big (fractions of the short side).
+
+    Plain data: ``model_dump()`` belongs in the rendition key, since it changes the pixels.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str
+    position: LabelPosition
+    size: float
+    margin: float
+    color: str
+    box_color: str
+
+    def font_px(self, width: int, height: int) -> int:
+        """Text height in pixels for a ``width`` x ``height`` frame (at least MIN_LABEL_PX)."""
+        return max(MIN_LABEL_PX, round(self.size * min(width, height)))
+
+    def margin_px(self, width: int, height: int) -> int:
+        """Distance from the frame's edges in pixels."""
+        return round(self.margin * min(width, height))
+
+    def drawtext_xy(self, width: int, height: int) -> tuple[str, str]:
+        """ffmpeg drawtext ``x`` and ``y`` expressions (``w``/``h`` frame, ``tw``/``th`` text size)."""
+        m = self.margin_px(width, height)
+        x = {"left": f"{m}", "right": f"w-tw-{m}", "centre": "(w-tw)/2"}
+        y = {"top": f"{m}", "bottom": f"h-th-{m}"}
+        vertical, _, horizontal = self.position.partition("_")
+        return x[horizontal or "centre"], y[vertical]
+
+
+def label_for(channel: str, settings: ProvenanceSettings | None = None) -> LabelSpec | None:
+    """The label to draw on ``channel``'s rendition, or None when that channel's label is off.
+
+    Precedence: ``provenance.label`` defaults < the channel's shipped placement (disclosure.yaml)
+    < keys set explicitly in ``provenance.label`` < ``provenance.channels.<channel>.label``.
+    """
+    settings = settings or ProvenanceSettings()
+    base = settings.label
+    shipped = {k: v for k, v in channel_provenance(channel).label.items() if k not in base.model_fields_set}
+    user = settings.channels[channel].label if channel in settings.channels else {}
+    merged = LabelSettings(**{**base.model_dump(), **shipped, **user})
+    if not merged.enabled:
+        return None
+    return LabelSpec(**merged.model_dump(exclude={"enabled"}))
