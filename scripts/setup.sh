@@ -34,12 +34,13 @@ fi
 stamp=.venv/.moviegen-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing Python packages into .venv (first time: about 2 minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-  if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
-  fi
-  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+  echo "setup: installing Python packages into .venv (first time: about 2 minutes; log: .venv/pip.log)"
+  pip_install() { .venv/bin/python -m pip install --progress-bar off "$@" >>.venv/pip.log 2>&1 \
+    || { tail -n 30 .venv/pip.log >&2; echo "setup: pip install $* failed" >&2; exit 1; }; }
+  : > .venv/pip.log
+  pip_install --upgrade pip
+  .venv/bin/python -c "import torch" 2>/dev/null || pip_install torch==2.13.0
+  pip_install -c constraints.txt -e '.[dev]'
   .venv/bin/python -c "import moviegen, flows, tasks, torch, diffusers, prefect" \
     || { echo "setup: the Python install failed (see above)" >&2; exit 1; }
   echo "$want" > "$stamp"
