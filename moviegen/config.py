@@ -34,6 +34,15 @@ class GenerationSettings(BaseModel):
     allow_pickle: bool = Field(False, description="Allow non-safetensors weights (unsafe).")
 
 
+class SafetySettings(BaseModel):
+    """Which safety policy files apply (see moviegen/data/policy.yaml for what a policy holds)."""
+
+    policy: str = Field("default", description="Policy file for every campaign; 'default' is the built-in one.")
+    campaign_policies: dict[str, str] = Field(
+        default_factory=dict, description="Policy file per campaign_id (a brand's own rules), overriding `policy`."
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run can be configured with."""
 
@@ -53,6 +62,7 @@ class Settings(BaseSettings):
         default_factory=dict, description="Extra or overridden channel presets, by name."
     )
     styles: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Extra named styles.")
+    safety: SafetySettings = Field(default_factory=SafetySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -23,7 +23,8 @@ import pytest  # noqa: E402
 from moviegen.catalog import write_catalog  # noqa: E402
 from moviegen.config import GenerationSettings, Settings  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# shared/ sits beside the repository (CI, /work/main) or further up (a worktree under /work/wt/).
+SHARED = next((p / "shared" for p in Path(__file__).resolve().parents[1:] if (p / "shared").is_dir()), Path("shared"))
 MOVIEGENBENCH = SHARED / "benchmarks" / "moviegenbench"
 
 
