@@ -328,8 +328,9 @@ def check_frames(master: Master, ctx: RunContext, frames: np.ndarray | None = No
     except Exception as exc:
         problem = clip_problem(clip, "frames", "error", f"the frame gate could not run: {type(exc).__name__}: {exc}")
         return replace(master, path=None, problem=problem)
-    # Regenerate rather than reuse a held-back master on a rerun: a reused master's NaN share is unknown.
-    master.path.unlink(missing_ok=True)
+    if nan_fraction:
+        # A reused master's NaN share is unknown (NaNs were zeroed), so regenerate this one to judge it again.
+        master.path.unlink(missing_ok=True)
     details = {"quarantine": folder, "failures": result.failures, "scores": result.scores}
     problem = clip_problem(clip, "frames", result.rule or "failed", f"{result.message}; held in {folder}/", **details)
     return replace(master, path=None, problem=problem, gate_seconds=time.perf_counter() - started)
