@@ -93,6 +93,9 @@ BENIGN = [
     "shot on 35mm film, 4K, 24fps",
     "the buttress of a gothic cathedral",
     "a pedestrian crossing a busy street",
+    "a cat sits.It looks up at the moon",
+    "three screens at 1280 720 1080 lines",
+    "version 2.5.1 of the app on a phone",
 ]
 
 
@@ -108,6 +111,9 @@ def test_benign_lookalikes_pass(gate, text):
         ("mail jane (at) example (dot) com", "email"),
         ("call 555-123-4567 today", "phone"),
         ("call +44 20 7946 0958 today", "phone"),
+        ("call (555) 123 4567 today", "phone"),
+        ("call 020 7946 0958 today", "phone"),
+        ("order at example.de/shop today", "url"),
         ("a house at 221B Baker Street, London", "street_address"),
         ("a parade on 1600 Pennsylvania Avenue", "street_address"),
         ("visit www.example.org for more", "url"),

@@ -178,10 +178,11 @@ def _singulars(words: str) -> set[str]:
 
 # --- PII -------------------------------------------------------------------------------------
 
-_TLDS = (
-    "com|net|org|edu|gov|io|co|ai|app|dev|shop|store|info|biz|tv|me|ly|gg|xyz|online|site|link|"
-    "uk|de|fr|es|it|nl|eu|us|ca|au|in|jp|cn|br|ru"
-)
+# Bare domains ("shop.example.com") are URLs only with a common generic TLD; two-letter country
+# codes also end ordinary words run together after a full stop ("sits.It", "end.in"), so a bare
+# domain with one of those needs a path ("example.de/shop") or a scheme or "www." to count.
+_GENERIC_TLDS = "com|net|org|edu|gov|io|ai|app|dev|shop|store|info|biz|xyz|online|site|link"
+_COUNTRY_TLDS = "co|tv|me|ly|gg|uk|de|fr|es|it|nl|eu|us|ca|au|in|jp|cn|br|ru"
 _EMAIL = re.compile(
     r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}"
     # "name at domain dot com", "name (at) domain [dot] com"
@@ -189,10 +190,14 @@ _EMAIL = re.compile(
     re.IGNORECASE,
 )
 _URL = re.compile(
-    rf"\bhttps?://[^\s<>\"']+|\bwww\.[^\s<>\"']+|\b(?:[a-z0-9-]+\.)+(?:{_TLDS})\b(?:/[^\s<>\"']*)?",
+    rf"\bhttps?://[^\s<>\"']+|\bwww\.[^\s<>\"']+"
+    rf"|\b(?:[a-z0-9-]+\.)+(?:{_GENERIC_TLDS})\b(?:/[^\s<>\"']*)?"
+    rf"|\b(?:[a-z0-9-]+\.)+(?:{_COUNTRY_TLDS})/[^\s<>\"']*",
     re.IGNORECASE,
 )
-# Digits in phone-like groups; the match is then kept only with 9 to 15 digits.
+# Digits in phone-like groups; a match is kept with 9 to 15 digits, and when its groups are only
+# separated by spaces (or not at all) only with a "+", "00", "0" or "(" in front: "1280 720 1080"
+# and "1920 1930 1940" are numbers, "020 7946 0958" and "+1 555 123 4567" are phones.
 _PHONE = re.compile(r"(?<![\w.+-])(?:\+|00)?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?![\w-])")
 _STREET_TYPES = (
     "street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|terrace|highway|hwy|parkway|pkwy|alley|"
@@ -240,10 +245,10 @@ def find_pii(text: str, kinds: Iterable[str] = PII_KINDS, allowed_domains: Itera
                 hits.append(PiiHit("url", url))
     if "phone" in kinds:
         for m in _PHONE.finditer(text):
-            digits = re.sub(r"\D", "", m.group())
-            groups = m.group().split()
-            years = len(groups) > 1 and all(g.isdigit() and 1800 <= int(g) <= 2100 for g in groups)
-            if 9 <= len(digits) <= 15 and not years:
+            number = m.group().strip()
+            digits = re.sub(r"\D", "", number)
+            marked = number[0] in "+0(" or re.search(r"[.()-]", number)
+            if 9 <= len(digits) <= 15 and marked:
                 hits.append(PiiHit("phone", m.group().strip()))
     if "street_address" in kinds:
         hits += [PiiHit("street_address", m.group()) for m in _ADDRESS.finditer(text)]
