@@ -19,7 +19,12 @@ from moviegen.safety.text import TermIndex, canonical, find_pii
 from moviegen.spec import ClipSpec, Problem
 
 CLASSIFIER = "alt-profanity-check"
-_PII_LABELS = {"email": "e-mail address", "phone": "phone number", "street_address": "street address", "url": "URL"}
+_PII_LABELS = {
+    "email": "an e-mail address",
+    "phone": "a phone number",
+    "street_address": "a street address",
+    "url": "a URL",
+}
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,7 @@ class PromptGate:
                         Finding(
                             name,
                             f"pii_{pii.kind}",
-                            f"{name} contains a {_PII_LABELS[pii.kind]} ({pii.matched!r}): remove personal data"
+                            f"{name} contains {_PII_LABELS[pii.kind]} ({pii.matched!r}): remove personal data"
                             + (" or add the domain to allowed_domains" if pii.kind in ("url", "email") else ""),
                             {"kind": pii.kind, "matched": pii.matched},
                         )
