@@ -1,13 +1,14 @@
 """The frame gate: content safety on sampled frames and quality checks on all of them.
 
-    master -> decode once: every frame's QC statistics, every stride-th frame kept
+    frames -> one pass: every frame's QC statistics, every stride-th frame kept
            -> QC: NaN, black, constant, frozen, flicker -> detector scores vs per-label thresholds
            -> GateResult (passed or the first rule that failed, with every score)
 
-The master is decoded once, frame by frame. QC reads every frame subsampled to about 160 pixels
-wide, which is enough to see black, flat, frozen and flickering video and costs little; the
-detector only sees every ``sample.stride``-th frame, at most ``sample.max_frames`` of them, since
-it is the expensive part.
+The frames come from memory right after generation (``check_clip``), or from a master file
+decoded once, frame by frame (``check_master``). QC reads every frame subsampled to about 160
+pixels wide, which is enough to see black, flat, frozen and flickering video and costs little;
+the detector only sees every ``sample.stride``-th frame, at most ``sample.max_frames`` of them,
+since it is the expensive part.
 """
 
 from __future__ import annotations
