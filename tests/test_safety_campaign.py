@@ -92,3 +92,25 @@ def test_mixed_campaign_publishes_only_the_safe_rows(tiny_model, prefect_api, ca
         ("pii", "prompt"),
         ("still", "frames"),
     ]
+
+
+def test_plain_loop_rows_the_prompt_gate_blocks_never_reach_the_model(catalog_file, tmp_path: Path):
+    from conftest import fast_settings
+
+    from moviegen.generate import process_pipeline_cache
+    from moviegen.pipeline import run_campaign_plain
+
+    loads = dict(process_pipeline_cache().loads)
+    catalog = catalog_file(
+        [row("evasion", prompt="a n-u-d-e model on a beach"), row("pii", caption="jane@example.com")]
+    )
+    summary = run_campaign_plain(str(catalog), fast_settings(tmp_path / "out"))
+    assert summary.exit_code == 1 and summary.valid == 0 and summary.published == []
+    assert dict(process_pipeline_cache().loads) == loads  # no model was loaded for them
+    rejected = pq.read_table(tmp_path / "out" / "rejected").to_pylist()
+    assert sorted((r["clip_id"], r["stage"], r["rule"]) for r in rejected) == [
+        ("evasion", "prompt", "denied_term"),
+        ("pii", "prompt", "pii_email"),
+    ]
+    assert json.loads(rejected[0]["details"])["scores"]["classifier"]["prompt"] < 0.9
+    assert not (tmp_path / "out" / "published").exists()
