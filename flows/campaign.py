@@ -19,6 +19,7 @@ from tasks import (
     finish_run_task,
     generate_batch_task,
     plan_campaign_task,
+    prompt_gate_task,
     record_rejections_task,
     render_publish_task,
     validate_catalog_task,
@@ -43,15 +44,17 @@ def campaign(
     settings = load_settings(config, out=out, preview=preview or None)
     ctx = start_run(settings, run_id)
 
-    # 1. Load the catalog and validate every row; invalid rows go to rejected/ and the rest go on.
-    validation = validate_catalog_task(catalog, ctx)
+    # 1. Load the catalog, validate every row and run the prompt gate; rows that fail either go
+    #    to rejected/ and the rest go on.
+    validation = prompt_gate_task(validate_catalog_task(catalog, ctx), ctx)
     record_rejections_task(validation.problems, ctx)
 
     # 2. Plan: resolve models and leave out what is already published.
     plan = plan_campaign_task(validation.specs, ctx)
     channels_by_key = {clip.clip_key: channels for clip, channels in plan.todo}
 
-    # 3. Fan out: generate batch by batch, render each batch's channels while the next one generates.
+    # 3. Fan out: generate batch by batch (each clip then passes the frame gate or goes to
+    #    quarantine/), render each batch's channels while the next one generates.
     masters: list[Master] = []
     pending: list[PrefectFuture[Rendition]] = []
     for batch in make_batches([clip for clip, _ in plan.todo], settings.generation.batch_size):

@@ -21,6 +21,7 @@ from rich.table import Table
 from moviegen import progress as progress_events
 from moviegen.catalog import CatalogReadError, read_catalog, validate_catalog
 from moviegen.config import ConfigError, Settings, load_settings
+from moviegen.safety.policy import PolicySet, load_policies
 
 app = typer.Typer(
     name="moviegen",
@@ -42,6 +43,15 @@ class Executor(StrEnum):
 def _settings(config: Path | None, **overrides) -> Settings:
     try:
         return load_settings(config, **overrides)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _policies(settings: Settings) -> PolicySet:
+    """The run's safety policies; a policy that cannot be used is a configuration error (exit 2)."""
+    try:
+        return load_policies(settings.safety.policy, settings.safety.campaign_policies)
     except ConfigError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -86,6 +96,7 @@ def run(
 ) -> None:
     """Run a campaign: validate, generate, render one file per channel, publish with a manifest."""
     settings = _settings(config, out=out, preview=preview or None)
+    _policies(settings)  # fail fast on a bad policy file, before the Prefect API starts
     try:
         read_catalog(catalog)  # fail fast, before the Prefect API starts
     except CatalogReadError as exc:
@@ -144,6 +155,10 @@ def _print_summary(result: dict) -> None:
         console.print(f"  [yellow]{p['stage']}[/yellow] {where}{clip}{column}: {p['message']}")
     if len(problems) > 20:
         console.print(f"  ... and {len(problems) - 20} more in {out}/rejected/")
+    held = [p["details"]["quarantine"] for p in problems if p.get("details", {}).get("quarantine")]
+    if held:
+        console.print(f"  {len(held)} clip(s) held back under {out}/quarantine/: {', '.join(held)}")
+    console.print(f"  safety scores of every row and clip: {out}/scores/")
     console.print(f"  report: {out}/runs/{result['run_id']}/report.html")
 
 
@@ -153,10 +168,12 @@ def validate(
     config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Check a catalog without loading any model: exit 0 when every row would run, 1 when not."""
+    """Check a catalog without loading any model: schema and the prompt gate; exit 0 when every row would run."""
     from moviegen.presets import channel_presets, styles
+    from moviegen.safety.prompt import screen_catalog
 
     settings = _settings(config)
+    policies = _policies(settings)
     try:
         table = read_catalog(catalog)
     except CatalogReadError as exc:
@@ -188,6 +205,7 @@ def validate(
         styles=styles(settings.styles),
         default_model=settings.generation.model,
     )
+    result = screen_catalog(result, policies).validation
     if json_output:
         payload = {"rows": result.rows, "valid": len(result.specs), "problems": [p.to_json() for p in result.problems]}
         stdout.print_json(json.dumps(payload))

@@ -122,6 +122,15 @@ class ProvenanceSettings(BaseModel):
     channels: dict[str, ChannelProvenance] = Field(default_factory=dict, description="Per-channel disclosure, by name.")
 
 
+class SafetySettings(BaseModel):
+    """Which safety policy files apply (see moviegen/data/policy.yaml for what a policy holds)."""
+
+    policy: str = Field("default", description="Policy file for every campaign; 'default' is the built-in one.")
+    campaign_policies: dict[str, str] = Field(
+        default_factory=dict, description="Policy file per campaign_id (a brand's own rules), overriding `policy`."
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run can be configured with."""
 
@@ -147,6 +156,7 @@ class Settings(BaseSettings):
     )
     styles: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Extra named styles.")
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -3,7 +3,8 @@
 ``flows/campaign.py`` composes exactly these stages under Prefect; ``run_campaign_plain`` runs
 them without any orchestration, which is the baseline for measuring Prefect's overhead.
 
-    catalog -> validate -> plan (skip what is published) -> batch -> generate masters
+    catalog -> validate -> prompt gate -> plan (skip what is published) -> batch
+            -> generate masters -> frame gate (or quarantine)
             -> per channel: render -> delivery check -> publish -> manifest row -> report
 """
 
@@ -16,10 +17,12 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from moviegen import __version__, progress
 from moviegen.catalog import CatalogReadError, CatalogValidation, read_catalog, validate_catalog
@@ -46,6 +49,18 @@ from moviegen.publish import (
     utc_now,
 )
 from moviegen.render import render_rendition, rendition_key, set_encode_slots, write_poster
+from moviegen.safety import (
+    SCORES_SCHEMA,
+    PolicySet,
+    check_clip,
+    check_master,
+    load_policies,
+    prepare_detector,
+    quarantine_clip,
+    record_scores,
+    score_row,
+    screen_catalog,
+)
 from moviegen.spec import ClipPlan, ClipSpec, Problem
 
 log = logging.getLogger(__name__)
@@ -63,6 +78,7 @@ class RunContext:
     presets: dict[str, ChannelPreset]
     styles: dict[str, Style]
     started_at: datetime
+    policies: PolicySet
 
 
 def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
@@ -76,6 +92,9 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
         work_dir = settings.cache_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
     set_encode_slots(settings.render_workers)
+    policies = load_policies(settings.safety.policy, settings.safety.campaign_policies)
+    for policy in policies.all():
+        prepare_detector(policy)  # a bad detector name or label fails the run now, not clip by clip
     return RunContext(
         settings=settings,
         run_id=run_id or new_run_id(),
@@ -85,6 +104,7 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
         presets=channel_presets(settings.channels),
         styles=styles(settings.styles),
         started_at=utc_now(),
+        policies=policies,
     )
 
 
@@ -103,6 +123,24 @@ def load_and_validate(catalog_uri: str, ctx: RunContext) -> CatalogValidation:
     progress.start("validate", validation.rows)
     progress.advance("validate", validation.rows)
     return validation
+
+
+def screen_prompts(validation: CatalogValidation, ctx: RunContext) -> CatalogValidation:
+    """Prompt gate: rows the campaign's policy blocks leave the run here and never reach the model.
+
+    Returns the validation with blocked rows moved to problems (stage ``prompt``); every checked
+    row's scores go to ``scores/``, so a reviewer also sees why a row passed.
+    """
+    screening = screen_catalog(validation, ctx.policies)
+    rows = []
+    for v in screening.verdicts:
+        spec, rule = v.spec, (v.findings[0].rule if v.findings else None)
+        scores = {**v.scores, "findings": [{"field": f.field, "rule": f.rule, **f.details} for f in v.findings]}
+        rows.append(
+            score_row(ctx.run_id, spec.campaign_id, spec.clip_id, spec.row, "prompt", v.passed, rule, v.policy, scores)
+        )
+    record_scores(ctx.out, rows, ctx.run_id)
+    return screening.validation
 
 
 # 2. Plan ---------------------------------------------------------------------------------------
@@ -196,6 +234,7 @@ class Master:
     reused: bool = False
     nan_fraction: float = 0.0
     problem: Problem | None = None
+    gate_seconds: float = 0.0
 
 
 def master_path(clip: ClipPlan, ctx: RunContext) -> Path:
@@ -205,14 +244,16 @@ def master_path(clip: ClipPlan, ctx: RunContext) -> Path:
 def generate_masters(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
     """Generate one batch in a single pipeline call; reuse masters already on disk for the same clip_key.
 
-    A failing batch is retried clip by clip, so one bad clip only costs itself.
+    Every master then passes the frame gate (``check_frames``): a clip it holds back comes back
+    with no path and its problem. A failing batch is retried clip by clip, so one bad clip only
+    costs itself.
     """
     results: dict[str, Master] = {}
     needed = []
     for clip in batch:
         path = master_path(clip, ctx)
         if path.is_file():
-            results[clip.clip_key] = Master(clip, path, reused=True)
+            results[clip.clip_key] = check_frames(Master(clip, path, reused=True), ctx)
         else:
             needed.append(clip)
     if needed:
@@ -241,8 +282,58 @@ def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
     masters = {}
     for clip, output in zip(clips, outputs, strict=True):
         path = write_master(output.frames, clip.fps, master_path(clip, ctx))
-        masters[clip.clip_key] = Master(clip, path, seconds=seconds, nan_fraction=output.nan_fraction)
+        master = Master(clip, path, seconds=seconds, nan_fraction=output.nan_fraction)
+        # The frames are still in memory: gating them here saves decoding the master again.
+        masters[clip.clip_key] = check_frames(master, ctx, output.frames)
     return masters
+
+
+def check_frames(master: Master, ctx: RunContext, frames: np.ndarray | None = None) -> Master:
+    """Frame gate: QC on every frame and the detector on sampled ones, by the campaign's policy.
+
+    Reads ``frames`` when given (just generated), else decodes the master file. A clip that passes
+    comes back as it was; one that fails is put in ``quarantine/`` and comes back with no path and
+    its problem, so it never reaches a channel. Scores are recorded either way. A gate that cannot
+    run holds the clip back too: nothing unchecked is published.
+    """
+    if master.path is None:
+        return master
+    clip, spec = master.clip, master.clip.spec
+    policy = ctx.policies.for_campaign(spec.campaign_id)
+    started = time.perf_counter()
+    nan_fraction = None if master.reused else master.nan_fraction  # a reused master's NaN share is unknown
+    try:
+        if frames is None:
+            result = check_master(master.path, nan_fraction, policy, (clip.request.width, clip.request.height))
+        else:
+            result = check_clip(frames, nan_fraction, policy)
+        row = score_row(
+            ctx.run_id, spec.campaign_id, spec.clip_id, spec.row, "frames", result.passed, result.rule, policy,
+            result.scores, clip.clip_key,
+        )  # fmt: skip
+        record_scores(ctx.out, [row], ctx.run_id)
+        if result.passed:
+            return replace(master, gate_seconds=time.perf_counter() - started)
+        verdict = {
+            "run_id": ctx.run_id,
+            "clip_key": clip.clip_key,
+            "rule": result.rule,
+            "message": result.message,
+            "failures": result.failures,
+            "scores": result.scores,
+            "policy": policy.name,
+            "policy_digest": policy.digest,
+        }
+        folder = quarantine_clip(ctx.out, spec.campaign_id, spec.clip_id, master.path, result.sampled, verdict)
+    except Exception as exc:
+        problem = clip_problem(clip, "frames", "error", f"the frame gate could not run: {type(exc).__name__}: {exc}")
+        return replace(master, path=None, problem=problem)
+    if nan_fraction:
+        # A reused master's NaN share is unknown (NaNs were zeroed), so regenerate this one to judge it again.
+        master.path.unlink(missing_ok=True)
+    details = {"quarantine": folder, "failures": result.failures, "scores": result.scores}
+    problem = clip_problem(clip, "frames", result.rule or "failed", f"{result.message}; held in {folder}/", **details)
+    return replace(master, path=None, problem=problem, gate_seconds=time.perf_counter() - started)
 
 
 def _failed(clip: ClipPlan, stage: str, exc: BaseException, channel: str | None = None) -> Master:
@@ -457,9 +548,11 @@ def finish_run(
     problems += [r.problem for r in renditions if r.problem is not None]
     record_rejections(problems[len(validation.problems) :], ctx)
     ctx.out.compact_run("manifest", MANIFEST_SCHEMA, ctx.run_id)
+    ctx.out.compact_run("scores", SCORES_SCHEMA, ctx.run_id)
     stage_seconds: dict[str, float] = defaultdict(float)
     for m in masters:
         stage_seconds["generate"] += m.seconds
+        stage_seconds["frame_gate"] += m.gate_seconds
     for r in renditions:
         for stage, seconds in r.seconds.items():
             stage_seconds[stage] += seconds
@@ -497,7 +590,7 @@ def run_campaign_plain(catalog_uri: str, settings: Settings, run_id: str | None 
     while the next batch generates, as in the flow.
     """
     ctx = start_run(settings, run_id)
-    validation = load_and_validate(catalog_uri, ctx)
+    validation = screen_prompts(load_and_validate(catalog_uri, ctx), ctx)
     record_rejections(validation.problems, ctx)
     plan = plan_campaign(validation.specs, ctx)
     progress.start("generate", len(plan.todo))
@@ -525,6 +618,7 @@ __all__ = [
     "Rendition",
     "RunContext",
     "RunSummary",
+    "check_frames",
     "finish_run",
     "generate_masters",
     "load_and_validate",
@@ -533,5 +627,6 @@ __all__ = [
     "record_rejections",
     "render_and_publish",
     "run_campaign_plain",
+    "screen_prompts",
     "start_run",
 ]

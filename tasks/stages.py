@@ -18,6 +18,12 @@ def validate_catalog_task(catalog_uri: str, ctx: RunContext) -> CatalogValidatio
     return pipeline.load_and_validate(catalog_uri, ctx)
 
 
+@task(name="prompt-gate", cache_policy=NO_CACHE, persist_result=False)
+def prompt_gate_task(validation: CatalogValidation, ctx: RunContext) -> CatalogValidation:
+    """Check every valid row's text against its campaign's safety policy (CPU, a classifier batch)."""
+    return pipeline.screen_prompts(validation, ctx)
+
+
 @task(name="record-rejections", cache_policy=NO_CACHE, persist_result=False)
 def record_rejections_task(problems: list[Problem], ctx: RunContext) -> int:
     """Append rejected rows to the output root's ``rejected/`` dataset."""
@@ -44,7 +50,10 @@ def _batch_run_name() -> str:
     persist_result=False,
 )
 def generate_batch_task(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
-    """Generate one batch of clips in one pipeline call (uses the run's device: one GPU, or the CPU)."""
+    """Generate one batch of clips in one pipeline call (uses the run's device: one GPU, or the CPU).
+
+    Each clip then passes the frame gate on the CPU; a clip it holds back comes back without a path.
+    """
     return pipeline.generate_masters(batch, ctx)
 
 

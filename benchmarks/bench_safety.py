@@ -1,0 +1,169 @@
+"""Safety gates' speed, and the frame gate's cost next to generating the demo campaign, in one run.
+
+Problem: the gates sit on every clip's path, so they must stay cheap: the goal is a frame gate
+that costs under 5% of the demo campaign's generation time on this machine.
+Solution: measure side by side in one process (the machine is noisy, so ratios come from one run):
+  1. prompt gate: the 1003 Movie Gen Bench prompts, in one batch and row by row (prompts/s);
+  2. frame gate: a real photograph panned into a 3 s clip at the tiny model's master size
+     (480x272, 49 frames), from memory (fresh clips) and from the master file (reused masters);
+  3. the demo catalog generated with the tiny model at its default steps, each clip then passing
+     the frame gate exactly as in a run: generation seconds against frame-gate seconds.
+
+    .venv/bin/python benchmarks/bench_safety.py [--catalog catalogs/demo.parquet] [--rows N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_PROMPTS = next(
+    (p / "shared/benchmarks/moviegenbench/MovieGenVideoBench.txt" for p in ROOT.parents if (p / "shared").is_dir()),
+    None,
+)
+
+
+def bench_prompt_gate(repeats: int = 3) -> dict[str, float]:
+    from moviegen.safety import load_policy, prompt_gate
+    from moviegen.spec import ClipSpec
+
+    if BENCH_PROMPTS is None:
+        sys.exit("shared/benchmarks/moviegenbench/ not found beside the repository")
+    prompts = [p.strip() for p in BENCH_PROMPTS.read_text(encoding="utf-8").splitlines() if p.strip()]
+    specs = [ClipSpec(i, "bench", f"p{i}", p, ("youtube",)) for i, p in enumerate(prompts)]
+    started = time.perf_counter()
+    gate = prompt_gate(load_policy())
+    gate.check(specs[:1])  # the classifier loads on first use
+    setup = time.perf_counter() - started
+    batch = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        verdicts = gate.check(specs)
+        batch.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    for spec in specs[:200]:
+        gate.check([spec])
+    single = (time.perf_counter() - started) / 200
+    return {
+        "prompts": len(specs),
+        "blocked": sum(not v.passed for v in verdicts),
+        "setup_s": setup,
+        "batch_prompts_per_s": len(specs) / statistics.median(batch),
+        "single_prompts_per_s": 1 / single,
+    }
+
+
+def real_clip(frames: int = 49, width: int = 480, height: int = 272) -> np.ndarray:
+    """scikit-image's astronaut photograph panned slowly: a real-footage clip at the master's size."""
+    import cv2
+    from skimage import data
+
+    image = cv2.resize(data.astronaut(), (width + 2 * frames, round(512 * (width + 2 * frames) / 512)))
+    return np.stack([image[:height, 2 * i : 2 * i + width] for i in range(frames)])
+
+
+def bench_frame_gate(repeats: int = 5) -> dict[str, float]:
+    from moviegen.media import write_master
+    from moviegen.safety import check_clip, check_master, load_policy, prepare_detector
+
+    policy = load_policy()
+    started = time.perf_counter()
+    prepare_detector(policy)
+    setup = time.perf_counter() - started
+    clip = real_clip()
+    memory, sampled = [], 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = check_clip(clip, 0.0, policy)
+        memory.append(time.perf_counter() - started)
+        sampled = len(result.scores["sampled"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_master(clip, 16, Path(tmp) / "master.mkv")
+        from_file = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            check_master(path, 0.0, policy, size=(clip.shape[2], clip.shape[1]))
+            from_file.append(time.perf_counter() - started)
+    seconds = statistics.median(memory)
+    return {
+        "frames": len(clip),
+        "size": f"{clip.shape[2]}x{clip.shape[1]}",
+        "sampled": sampled,
+        "setup_s": setup,
+        "clip_s": seconds,
+        "frames_per_s": len(clip) / seconds,
+        "detector_frames_per_s": sampled / float(result.scores["detector_seconds"]),
+        "from_file_clip_s": statistics.median(from_file),
+        "from_file_frames_per_s": len(clip) / statistics.median(from_file),
+    }
+
+
+def bench_demo(catalog: str, rows: int | None) -> dict[str, float]:
+    """Generate the demo catalog's clips as a run does (prompt gate, plan, batches), each then frame-gated."""
+    from moviegen.config import Settings
+    from moviegen.pipeline import (
+        generate_masters,
+        load_and_validate,
+        make_batches,
+        plan_campaign,
+        screen_prompts,
+        start_run,
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = start_run(Settings(out=tmp))
+        validation = screen_prompts(load_and_validate(catalog, ctx), ctx)
+        specs = validation.specs[:rows] if rows else validation.specs
+        plan = plan_campaign(specs, ctx)
+        masters = []
+        for batch in make_batches([clip for clip, _ in plan.todo], ctx.settings.generation.batch_size):
+            masters += generate_masters(batch, ctx)
+    generation = sum(m.seconds for m in masters)
+    gate = sum(m.gate_seconds for m in masters)
+    return {
+        "clips": len(masters),
+        "frames": sum(m.clip.request.num_frames for m in masters),
+        "steps": masters[0].clip.request.steps if masters else 0,
+        "held_back": sum(m.path is None for m in masters),
+        "generation_s": generation,
+        "frame_gate_s": gate,
+        "frame_gate_share": gate / generation if generation else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalog", default=str(ROOT / "catalogs" / "demo.parquet"))
+    parser.add_argument("--rows", type=int, default=None, help="only the first N valid rows of the catalog")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args()
+
+    figures = {"prompt_gate": bench_prompt_gate(), "frame_gate": bench_frame_gate()}
+    figures["demo"] = bench_demo(args.catalog, args.rows)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    p, f, d = figures["prompt_gate"], figures["frame_gate"], figures["demo"]
+    print(f"prompt gate: {p['prompts']} Movie Gen Bench prompts, {p['blocked']} blocked")
+    print(f"  {p['batch_prompts_per_s']:.0f} prompts/s in one batch, {p['single_prompts_per_s']:.0f} prompts/s "
+          f"row by row (first use loads the classifier: {p['setup_s']:.1f} s)")  # fmt: skip
+    print(f"frame gate: {f['frames']} frames at {f['size']}, {f['sampled']} sampled for the detector")
+    print(f"  from memory: {f['clip_s']:.2f} s per clip = {f['frames_per_s']:.0f} frames/s "
+          f"(detector {f['detector_frames_per_s']:.1f} sampled frames/s)")  # fmt: skip
+    print(f"  from the master file: {f['from_file_clip_s']:.2f} s per clip = "
+          f"{f['from_file_frames_per_s']:.0f} frames/s")  # fmt: skip
+    print(f"demo catalog: {d['clips']} clips, {d['frames']} frames, {d['steps']} steps, {d['held_back']} held back")
+    print(f"  generation {d['generation_s']:.1f} s, frame gate {d['frame_gate_s']:.2f} s "
+          f"= {d['frame_gate_share']:.1%} of generation (goal: under 5%)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

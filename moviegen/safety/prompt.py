@@ -1,0 +1,248 @@
+"""The prompt gate: policy rules plus a shipped classifier over a row's text, before any generation.
+
+A blocked row never reaches the model. Each reason becomes a Problem with stage ``prompt``, the
+field as its column, a rule (``denied_term``, ``protected_name``, ``pii_<kind>``, ``too_long``,
+``too_short``, ``classifier``) and a message that says what to change. Every row's classifier
+scores are kept, blocked or not, so a reviewer can see why a row passed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from moviegen.catalog import CatalogValidation
+from moviegen.safety.policy import Policy, PolicySet
+from moviegen.safety.text import TermIndex, canonical, find_pii
+from moviegen.spec import ClipSpec, Problem
+
+CLASSIFIER = "alt-profanity-check"
+_PII_LABELS = {
+    "email": "an e-mail address",
+    "phone": "a phone number",
+    "street_address": "a street address",
+    "url": "a URL",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason a field blocks its row."""
+
+    field: str
+    rule: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PromptVerdict:
+    """The prompt gate's outcome for one row: why it is blocked (nothing when it passes) and its scores."""
+
+    spec: ClipSpec
+    policy: Policy
+    findings: list[Finding]
+    scores: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return not self.findings
+
+    def problems(self) -> list[Problem]:
+        """The findings as Problems of stage ``prompt`` (the contract of ``moviegen validate``)."""
+        spec = self.spec
+        return [
+            Problem(
+                spec.row,
+                spec.clip_id,
+                f.field,
+                "prompt",
+                f.rule,
+                f.message,
+                spec.campaign_id,
+                {**f.details, "policy": self.policy.name, "policy_digest": self.policy.digest, "scores": self.scores},
+            )
+            for f in self.findings
+        ]
+
+
+_classifier_lock = threading.Lock()
+
+
+def classifier_scores(texts: Sequence[str]) -> list[float]:
+    """alt-profanity-check's probability that each text is offensive (one batched call)."""
+    if not texts:
+        return []
+    with _classifier_lock:  # the first import loads the model; scikit-learn is not re-entrant here
+        from profanity_check import predict_prob
+
+        return [float(p) for p in predict_prob(list(texts))]
+
+
+class PromptGate:
+    """A policy's prompt rules compiled once: term and name indexes, PII kinds, limits, classifier."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        rules = policy.prompt
+        self.terms = TermIndex(rules.denied_terms)
+        self.names = TermIndex(rules.protected_names)
+
+    def fields_for(self, spec: ClipSpec) -> dict[str, tuple[str, list[str]]]:
+        """The fields to check for a row: name -> (text, checks).
+
+        The negative prompt is checked like the prompt when guidance is below 1: there
+        classifier-free guidance moves towards the negative prompt instead of away from it.
+        """
+        checks = dict(self.policy.prompt.fields)
+        if spec.guidance is not None and spec.guidance < 1 and "prompt" in checks:
+            checks.setdefault("negative_prompt", checks["prompt"])
+        texts = {
+            "prompt": spec.prompt,
+            "negative_prompt": spec.negative_prompt,
+            "caption": spec.caption,
+            "hashtags": " ".join(spec.hashtags),
+        }
+        return {name: (texts[name], list(c)) for name, c in checks.items() if texts[name].strip()}
+
+    def check(self, specs: Sequence[ClipSpec]) -> list[PromptVerdict]:
+        """Check rows (the classifier runs once for all of them)."""
+        fields = [self.fields_for(spec) for spec in specs]
+        # The classifier reads each text as written and as normalized ("f u c k" -> "fuck").
+        wanted = [(i, name, text) for i, f in enumerate(fields) for name, (text, c) in f.items() if "classifier" in c]
+        raw = classifier_scores([t for _, _, t in wanted] + [canonical(t) for _, _, t in wanted])
+        classifier: list[dict[str, float]] = [{} for _ in specs]
+        for k, (i, name, _) in enumerate(wanted):
+            classifier[i][name] = round(max(raw[k], raw[k + len(wanted)]), 4)
+        return [self._verdict(spec, f, scores) for spec, f, scores in zip(specs, fields, classifier, strict=True)]
+
+    def _verdict(
+        self, spec: ClipSpec, fields: dict[str, tuple[str, list[str]]], classifier: dict[str, float]
+    ) -> PromptVerdict:
+        findings: list[Finding] = []
+        rules = self.policy.prompt
+        for name, (text, checks) in fields.items():
+            if "length" in checks and name in rules.limits:
+                findings += _length(name, text, rules.limits[name])
+            if "terms" in checks:
+                for hit in self.terms.find(text):
+                    read = "" if canonical(hit.matched) == canonical(hit.term) else f", read as {hit.term!r}"
+                    findings.append(
+                        Finding(
+                            name,
+                            "denied_term",
+                            f"{name} contains {hit.matched!r}{read}, a denied term (category {hit.group}): "
+                            "remove it or rephrase",
+                            {"category": hit.group, "term": hit.term, "matched": hit.matched},
+                        )
+                    )
+            if "names" in checks:
+                for hit in self.names.find(text):
+                    findings.append(
+                        Finding(
+                            name,
+                            "protected_name",
+                            f"{name} names {hit.term!r} ({hit.group.replace('_', ' ')}): videos must not show "
+                            "real people or other brands; remove the name",
+                            {"list": hit.group, "name": hit.term, "matched": hit.matched},
+                        )
+                    )
+            if "pii" in checks:
+                for pii in find_pii(text, rules.pii, rules.allowed_domains):
+                    findings.append(
+                        Finding(
+                            name,
+                            f"pii_{pii.kind}",
+                            f"{name} contains {_PII_LABELS[pii.kind]} ({pii.matched!r}): remove personal data"
+                            + (" or add the domain to allowed_domains" if pii.kind in ("url", "email") else ""),
+                            {"kind": pii.kind, "matched": pii.matched},
+                        )
+                    )
+            if "classifier" in checks and classifier.get(name, 0.0) >= rules.classifier.threshold:
+                findings.append(
+                    Finding(
+                        name,
+                        "classifier",
+                        f"{name} reads as offensive ({CLASSIFIER} scored {classifier[name]:.2f}, "
+                        f"policy limit {rules.classifier.threshold:g}): rephrase it",
+                        {"classifier": CLASSIFIER, "score": classifier[name], "threshold": rules.classifier.threshold},
+                    )
+                )
+        return PromptVerdict(spec, self.policy, _first_per_rule(findings), {"classifier": classifier})
+
+
+def _length(name: str, text: str, limit: Any) -> list[Finding]:
+    words = len(text.split())
+    if limit.max_chars is not None and len(text) > limit.max_chars:
+        return [
+            Finding(
+                name,
+                "too_long",
+                f"{name} has {len(text)} characters; the policy allows {limit.max_chars}: shorten it",
+                {"chars": len(text), "max_chars": limit.max_chars},
+            )
+        ]
+    if words < limit.min_words:
+        return [
+            Finding(
+                name,
+                "too_short",
+                f"{name} has {words} word(s); the policy wants at least {limit.min_words}: describe the scene",
+                {"words": words, "min_words": limit.min_words},
+            )
+        ]
+    return []
+
+
+def _first_per_rule(findings: Iterable[Finding]) -> list[Finding]:
+    """One finding per (field, rule), the rest listed in its details: one Problem per thing to fix."""
+    kept: dict[tuple[str, str], Finding] = {}
+    for f in findings:
+        key = (f.field, f.rule)
+        if key not in kept:
+            kept[key] = f
+        else:
+            first = kept[key]
+            also = [*first.details.get("also", []), f.details.get("matched", "")]
+            kept[key] = replace(first, details={**first.details, "also": also})
+    return list(kept.values())
+
+
+_gates: dict[str, PromptGate] = {}
+_gates_lock = threading.Lock()
+
+
+def prompt_gate(policy: Policy) -> PromptGate:
+    """The compiled gate for a policy, built once per process."""
+    key = f"{policy.digest}"
+    with _gates_lock:
+        if key not in _gates:
+            _gates[key] = PromptGate(policy)
+        return _gates[key]
+
+
+@dataclass
+class PromptScreening:
+    """A catalog validation after the prompt gate, and every row's verdict."""
+
+    validation: CatalogValidation
+    verdicts: list[PromptVerdict]
+
+
+def screen_catalog(validation: CatalogValidation, policies: PolicySet) -> PromptScreening:
+    """Run the prompt gate over a validation's rows; blocked rows move from ``specs`` to ``problems``."""
+    by_policy: dict[str, list[ClipSpec]] = {}
+    for spec in validation.specs:
+        by_policy.setdefault(policies.for_campaign(spec.campaign_id).digest, []).append(spec)
+    verdicts: dict[int, PromptVerdict] = {}
+    for specs in by_policy.values():
+        gate = prompt_gate(policies.for_campaign(specs[0].campaign_id))
+        for verdict in gate.check(specs):
+            verdicts[verdict.spec.row] = verdict
+    ordered = [verdicts[spec.row] for spec in validation.specs]
+    problems = [*validation.problems, *(p for v in ordered for p in v.problems())]
+    problems.sort(key=lambda p: (p.row if p.row is not None else -1, p.column or ""))
+    screened = CatalogValidation(rows=validation.rows, specs=[v.spec for v in ordered if v.passed], problems=problems)
+    return PromptScreening(screened, ordered)
