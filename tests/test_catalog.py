@@ -97,7 +97,7 @@ def test_every_bad_row_is_reported_and_good_rows_survive():
         ("prompt", "x" * 2001, "too_long"),
         ("prompt", "hello\x00world", "control_chars"),
         ("caption", "bidi \u202e trick", "control_chars"),
-        ("style", "sepia", "unknown_style"),
+        ("style", "noir", "unknown_style"),
         ("aspect", "4:3", "unknown_aspect"),
         ("seed", -1, "range"),
         ("seed", 1.5, "type"),
