@@ -139,10 +139,10 @@ class Style(BaseModel):
     contrast: float = Field(1.0, ge=0, le=3)
     saturation: float = Field(1.0, ge=0, le=3)
     gamma: float = Field(1.0, ge=0.1, le=3)
-    red_shift: float = Field(0.0, ge=-1, le=1)
-    blue_shift: float = Field(0.0, ge=-1, le=1)
-    shadows_blue: float = Field(0.0, ge=-1, le=1)
-    highlights_red: float = Field(0.0, ge=-1, le=1)
+    red_shift: float = Field(0.0, ge=-1, le=1, description="More (+) or less (-) red in shadows, mids and highlights.")
+    blue_shift: float = Field(0.0, ge=-1, le=1, description="More (+) or less (-) blue, across the range.")
+    shadows_blue: float = Field(0.0, ge=-1, le=1, description="Split toning: extra blue in the shadows.")
+    highlights_red: float = Field(0.0, ge=-1, le=1, description="Split toning: extra red in the highlights.")
     lut: str | None = Field(None, description="A LUT shipped with moviegen (by name) or a .cube file's path or URL.")
     # Effects at the rendition's size.
     vignette: float = Field(0.0, ge=0, le=1, description="Darkened corners: 0 none, 1 strong.")
@@ -154,23 +154,6 @@ class Style(BaseModel):
     motion: Motion = Field("duplicate", description="Frame-rate conversion: duplicate, blend or interpolate (slow).")
     extend: Extend = Field("loop", description="When the clip is shorter than asked: loop it or hold the last frame.")
     font: str | None = Field(None, description="Font family or font file for burned-in text; default: Noto Sans.")
-
-    @property
-    def grades(self) -> bool:
-        """True when the style changes colours (eq, colour balance or a LUT)."""
-        neutral = Style(name=self.name)
-        grade_fields = (
-            "brightness",
-            "contrast",
-            "saturation",
-            "gamma",
-            "red_shift",
-            "blue_shift",
-            "shadows_blue",
-            "highlights_red",
-            "lut",
-        )
-        return any(getattr(self, f) != getattr(neutral, f) for f in grade_fields)
 
     def changes(self) -> dict[str, Any]:
         """The parameters this style moves away from neutral: what it does, by name."""

@@ -318,8 +318,11 @@ def grade(video: Any, style: Style, lut: Asset | None) -> Any:
     }
     if eq:
         video = _in_yuv(video, "eq", **eq)
-    shifts = {"rm": style.red_shift, "bm": style.blue_shift, "bs": style.shadows_blue, "rh": style.highlights_red}
-    shifts = {k: v for k, v in shifts.items() if v}
+    # Red and blue shifts move shadows, midtones and highlights alike; the split-tone terms add to one range.
+    shifts = {f"r{r}": style.red_shift for r in "smh"} | {f"b{r}": style.blue_shift for r in "smh"}
+    shifts["bs"] += style.shadows_blue
+    shifts["rh"] += style.highlights_red
+    shifts = {k: round(max(-1.0, min(1.0, v)), 4) for k, v in shifts.items() if v}
     if shifts:
         video = video.filter("colorbalance", **shifts)
     if lut:
