@@ -24,6 +24,7 @@ from moviegen.presets import ChannelPreset
 
 PROFILES = {"baseline": ("Baseline", "Constrained Baseline"), "main": ("Main",), "high": ("High",)}
 BITRATE_TOLERANCE = 1.10  # averages over short clips can brush the VBV ceiling
+AUDIO_SLACK_S = 0.05  # AAC codes 1024-sample frames: the track may end up to one frame past the video
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def delivery_violations(facts: RenditionFacts, preset: ChannelPreset, duration_s
         problems.append(f"audio {info.audio_codec} at {info.audio_rate} Hz, preset wants {wanted}")
     elif info.audio_channels != preset.audio_channels:
         problems.append(f"{info.audio_channels} audio channels, preset wants {preset.audio_channels}")
-    if facts.audio_duration_s is not None and abs(facts.audio_duration_s - seconds) > 0.1:
+    if facts.audio_duration_s is not None and abs(facts.audio_duration_s - seconds) > AUDIO_SLACK_S:
         problems.append(f"audio lasts {facts.audio_duration_s:.2f} s, the video {seconds:.2f} s")
     return problems
 

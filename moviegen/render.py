@@ -283,7 +283,7 @@ def fit_inside(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int
 
 
 def retime(video: Any, master: StreamInfo, spec: RenditionSpec) -> Any:
-    """Speed, extension to the requested duration (the input loops itself for ``loop``), frame rate."""
+    """Speed, extension to the requested duration (the input loops itself for ``loop``), frame rate, length."""
     style, fps = spec.style, spec.preset.fps
     video = video.filter("setpts", "PTS-STARTPTS" if style.speed == 1 else f"(PTS-STARTPTS)/{style.speed:.6g}")
     if style.extend == "hold" and _content_s(master, style) < spec.duration_s:
@@ -294,7 +294,8 @@ def retime(video: Any, master: StreamInfo, spec: RenditionSpec) -> Any:
         video = _in_yuv(video, "minterpolate", fps=rate(fps), mi_mode="mci", mc_mode="obmc", me_mode="bidir")
     elif style.motion == "blend":
         video = _in_yuv(video, "framerate", fps=rate(fps))
-    return video.filter("fps", fps=rate(fps))
+    # The stream itself ends after the last frame (an output -frames limit would cut the audio's tail).
+    return video.filter("fps", fps=rate(fps)).filter("trim", end_frame=spec.frames)
 
 
 def _in_yuv(video: Any, name: str, **options: Any) -> Any:
@@ -430,8 +431,7 @@ def video_graph(master: Path, info: StreamInfo, spec: RenditionSpec, workdir: Pa
     video = retime(video, info, spec)
     video = fit(video, size, spec.preset, spec.style)
     video = effects(video, spec.style)
-    video = brand(video, spec, workdir)
-    return video
+    return brand(video, spec, workdir)
 
 
 def to_delivery_pixels(video: Any) -> Any:
@@ -528,7 +528,7 @@ def audio_graph(spec: RenditionSpec) -> Any:
 # 4. Encode --------------------------------------------------------------------------------------
 
 
-def encoder_options(preset: ChannelPreset, frames: int) -> dict[str, Any]:
+def encoder_options(preset: ChannelPreset) -> dict[str, Any]:
     """The output options of the one lossy encode: x264 and AAC as the preset says, MP4 (+faststart)."""
     options: dict[str, Any] = {
         "c:v": "libx264",
@@ -548,7 +548,6 @@ def encoder_options(preset: ChannelPreset, frames: int) -> dict[str, Any]:
         "b:a": f"{preset.audio_bitrate_kbps}k",
         "ar": preset.audio_rate,
         "ac": preset.audio_channels,
-        "frames:v": frames,
         "map_metadata": -1,
         "f": "mp4",
     }
@@ -608,7 +607,7 @@ def render_rendition(
     with tempfile.TemporaryDirectory(prefix=".overlays-", dir=out_path.parent) as scratch:
         video = video_graph(master.resolve(), info, spec, Path(scratch))
         audio = audio_graph(spec)
-        options = encoder_options(spec.preset, spec.frames)
+        options = encoder_options(spec.preset)
 
         # 3. Encode once.
         with _encode_slots:
@@ -644,7 +643,7 @@ def _render_through(
     width, height = spec.size
     quiet = ["-hide_banner", "-nostdin", "-loglevel", "error"]
     rgb = video.filter("format", "rgb24")  # a lossless repack of the graph's planar RGB
-    decode = _args(ffmpeg.output(rgb, "pipe:1", f="rawvideo", pix_fmt="rgb24", **{"frames:v": spec.frames}))
+    decode = _args(ffmpeg.output(rgb, "pipe:1", f="rawvideo", pix_fmt="rgb24"))
     raw = ffmpeg.input("pipe:0", f="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=rate(spec.preset.fps))
     encode = _args(ffmpeg.output(to_delivery_pixels(raw.video), audio, str(tmp), **options))
     decode, encode = [decode[0], *quiet, *decode[1:]], [encode[0], *quiet, *encode[1:]]
