@@ -54,10 +54,10 @@ def make_master(folder: Path, grain: bool) -> Path:
     return path
 
 
-def bare_transcode(master: Path, spec: RenditionSpec, out: Path) -> None:
+def bare_transcode(master: Path, size: tuple[int, int], spec: RenditionSpec, out: Path) -> None:
     """The same master, frame and encoder settings, and nothing else: frame rate, crop, scale, encode."""
-    preset, info = spec.preset, probe(master)
-    cw, ch, x, y = crop_box((info.width, info.height), preset.width / preset.height, preset.anchor)
+    preset = spec.preset
+    cw, ch, x, y = crop_box(size, preset.width / preset.height, preset.anchor)
     vf = (
         f"fps={preset.fps:g},crop={cw}:{ch}:{x}:{y},"
         f"scale={preset.width}:{preset.height}:flags=lanczos:out_color_matrix=bt709:out_range=tv,format=yuv420p"
@@ -161,10 +161,12 @@ def main() -> None:
         }
         for grain in (True, False):
             master = make_master(folder, grain)
+            info = probe(master)
+            size = (info.width, info.height)
             specs = {name: RenditionSpec(preset, duration_s=args.seconds, **fields) for name, fields in cases.items()}
             plain = specs["plain (no style, no text)"]
             runs: dict[str, Callable[[], Any]] = {
-                "bare transcode": lambda m=master, s=plain: bare_transcode(m, s, folder / "bare.mp4")
+                "bare transcode": lambda m=master, z=size, s=plain: bare_transcode(m, z, s, folder / "bare.mp4")
             }
             for name, spec in specs.items():
                 runs[name] = lambda m=master, s=spec: render_rendition(m, s, folder / "r.mp4")

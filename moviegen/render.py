@@ -287,7 +287,7 @@ def retime(video: Any, master: StreamInfo, spec: RenditionSpec) -> Any:
     """Speed, extension to the requested duration (the input loops itself for ``loop``), frame rate, length."""
     style, fps = spec.style, spec.preset.fps
     video = video.filter("setpts", "PTS-STARTPTS" if style.speed == 1 else f"(PTS-STARTPTS)/{style.speed:.6g}")
-    if style.extend == "hold" and _content_s(master, style) < spec.duration_s:
+    if style.extend == "hold" and _runs_short(master, spec):
         video = video.filter("tpad", stop_mode="clone", stop_duration=f"{spec.duration_s + 1:.3f}")
     if style.motion == "interpolate":
         # Motion-compensated: slow (about 0.1 s per frame at 832x480 on 2 cores), so it runs here at the
@@ -304,11 +304,10 @@ def _in_yuv(video: Any, name: str, **options: Any) -> Any:
     return video.filter("format", "yuv444p").filter(name, **options).filter("format", WORK_FORMAT)
 
 
-def _content_s(master: StreamInfo, style: Style) -> float:
-    """Seconds the master lasts at the style's speed."""
-    if master.fps <= 0 or master.frames <= 0:
-        return master.duration_s / style.speed
-    return master.frames / master.fps / style.speed
+def _runs_short(master: StreamInfo, spec: RenditionSpec) -> bool:
+    """Whether the master, at the style's speed, ends before the rendition (with a frame to spare)."""
+    seconds = master.frames / master.fps if master.fps > 0 and master.frames > 0 else master.duration_s
+    return seconds / spec.style.speed < spec.duration_s + 1 / spec.preset.fps
 
 
 def grade(video: Any, style: Style, lut: Asset | None) -> Any:
@@ -422,7 +421,7 @@ def brand(video: Any, spec: RenditionSpec, workdir: Path) -> Any:
 
 def video_graph(master: Path, info: StreamInfo, spec: RenditionSpec, workdir: Path) -> Any:
     """The whole picture side, up to planar RGB frames at the channel's size (everything before the encoder)."""
-    looping = spec.style.extend == "loop" and _content_s(info, spec.style) < spec.duration_s
+    looping = spec.style.extend == "loop" and _runs_short(info, spec)
     source = ffmpeg.input(f"file:{master}", **({"stream_loop": -1} if looping else {}))
     # Planar RGB from the master (itself RGB) to the end: no colour-matrix conversion at the channel's
     # size except the one to BT.709 4:2:0 for the encoder, and no chroma lost before it.
@@ -503,7 +502,7 @@ def measure_loudness(spec: RenditionSpec) -> dict[str, float] | None:
 
 
 def audio_graph(spec: RenditionSpec) -> Any:
-    """The music bed, loudness-normalised to the preset's target (two-pass, linear), or silence."""
+    """The music bed, loudness-normalised to the preset's target (measured first, then one gain), or silence."""
     preset, seconds = spec.preset, spec.frames / spec.preset.fps
     layout = "stereo" if preset.audio_channels == 2 else "mono"
     if spec.music is None:
@@ -513,7 +512,11 @@ def audio_graph(spec: RenditionSpec) -> Any:
     audio = _music(spec)
     if measured is None:
         return audio
-    return audio.filter(
+    gain = preset.loudness_lufs - measured["input_i"]
+    if measured["input_tp"] + gain <= TRUE_PEAK_DB:
+        # What loudnorm's linear mode does, without its 192 kHz resampling: one exact gain.
+        return audio.filter("volume", volume=f"{gain:.2f}dB")
+    return audio.filter(  # the peaks would clip at that gain: loudnorm compresses them instead
         "loudnorm",
         I=preset.loudness_lufs,
         TP=TRUE_PEAK_DB,
@@ -597,8 +600,8 @@ def render_rendition(
     stream through it ``batch_frames`` at a time (memory stays at a few batches, whatever the
     clip's length) into a second ffmpeg process that encodes and muxes the audio.
     """
-    # 1. Check inputs.
-    info = probe(master)
+    # 1. Check inputs (no frame count: the master's duration is enough to decide on looping).
+    info = probe(master, count_frames=False)
     if info.width <= 0 or info.height <= 0:
         raise MediaError(f"master {master} has no usable video")
     out_path.parent.mkdir(parents=True, exist_ok=True)

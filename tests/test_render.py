@@ -374,6 +374,23 @@ def test_music_is_normalised_to_minus_14_lufs_and_loops(master, tmp_path):
     assert np.abs(np.frombuffer(tail, np.int16)).max() > 1000
 
 
+def test_a_peaky_bed_is_compressed_rather_than_clipped(master, tmp_path):
+    clicks = tmp_path / "clicks.wav"
+    expr = "0.01*sin(2*PI*220*t)+if(lt(mod(t\\,0.5)\\,0.003)\\,0.95\\,0)"
+    subprocess.run(
+        [ffmpeg_binary(), "-v", "error", "-f", "lavfi", "-i", f"aevalsrc={expr}:d=3:s=48000", str(clicks)], check=True
+    )
+    asset = fetch_asset(str(clicks), "music", tmp_path / "assets")
+    path, _ = render(master, tmp_path, "clicks", preset=SQUARE, duration_s=2.0, music=asset)
+    proc = subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128=peak=true", "-f", "null", "-"],
+        capture_output=True,
+        check=True,
+    )
+    peak = float(proc.stderr.decode().rsplit("True peak:", 1)[1].split("Peak:")[1].split()[0])
+    assert peak <= -0.5  # dBTP: the gain that would reach -14 LUFS is not applied blindly
+
+
 def test_without_music_the_track_is_silent(master, tmp_path):
     path, _ = render(master, tmp_path, "silent", preset=SQUARE)
     pcm = subprocess.run(
