@@ -119,14 +119,15 @@ class FontFace:
         return i >= 0 and self.ranges[i][1] >= code_point
 
 
-@functools.cache
-def installed_fonts() -> tuple[FontFace, ...]:
-    """Every font face fontconfig knows (``fc-list``), read once per process."""
-    fmt = "%{file}\t%{index}\t%{family[0]}\t%{style[0]}\t%{weight}\t%{slant}\t%{spacing}\t%{charset}\n"
+FC_FORMAT = "%{file}\t%{index}\t%{family[0]}\t%{style[0]}\t%{weight}\t%{slant}\t%{spacing}\t%{charset}\n"
+
+
+def _fontconfig(args: list[str]) -> tuple[FontFace, ...]:
+    """Run fc-list or fc-query with FC_FORMAT and parse the faces it prints."""
     try:
-        out = subprocess.run(["fc-list", "--format", fmt], capture_output=True, check=True, timeout=60).stdout
+        out = subprocess.run([*args, "--format", FC_FORMAT], capture_output=True, check=True, timeout=60).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise FontError(f"cannot list fonts with fc-list ({exc}): install fontconfig and {FONT_PACKAGES}") from None
+        raise FontError(f"cannot read fonts with {args[0]} ({exc}): install fontconfig and {FONT_PACKAGES}") from None
     faces = []
     for line in out.decode(errors="replace").splitlines():
         parts = line.split("\t")
@@ -149,6 +150,23 @@ def installed_fonts() -> tuple[FontFace, ...]:
             )
         )
     return tuple(faces)
+
+
+@functools.cache
+def installed_fonts() -> tuple[FontFace, ...]:
+    """Every font face fontconfig knows (``fc-list``), read once per process."""
+    return _fontconfig(["fc-list"])
+
+
+@functools.cache
+def font_file(path: str) -> FontFace:
+    """The first face of a font file the user named (``fc-query``), with its characters."""
+    if not Path(path).is_file():
+        raise FontError(f"font file {path} does not exist: give an existing .ttf, .otf or .ttc file")
+    faces = _fontconfig(["fc-query", path])
+    if not faces:
+        raise FontError(f"{path} is not a font fontconfig can read")
+    return faces[0]
 
 
 def _needed(text: str) -> set[int]:
@@ -210,11 +228,14 @@ def find_font(text: str, weight: Weight = "bold", family: str | None = None) -> 
 
 def font_for(text: str, layer: TextLayer) -> tuple[str, int, str]:
     """``(font file, face index, drawable text)`` for a layer: its own font file, or fontconfig's choice."""
+    family = layer.font
     if layer.font and Path(layer.font).suffix.lower() in (".ttf", ".otf", ".ttc"):
-        if not Path(layer.font).is_file():
-            raise FontError(f"font file {layer.font} does not exist")
-        return layer.font, 0, text
-    face, drawable = find_font(text, layer.weight, layer.font)
+        face = font_file(layer.font)
+        if all(face.covers(cp) for cp in _needed(text)):
+            return face.path, face.index, text
+        log.warning("font %s lacks characters of %r; choosing an installed font instead", layer.font, text[:40])
+        family = None
+    face, drawable = find_font(text, layer.weight, family)
     return face.path, face.index, drawable
 
 

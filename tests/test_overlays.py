@@ -94,3 +94,15 @@ def test_empty_text_draws_nothing_and_bad_layers_are_refused():
         TextLayer("x", color="reddish")
     with pytest.raises(ValueError, match="after start_s"):
         TextLayer("x", start_s=2, end_s=1)
+
+
+def test_a_brand_font_file_is_used_when_it_has_the_characters():
+    from moviegen.overlays import font_for
+
+    dejavu = next(f for f in installed_fonts() if f.family == "DejaVu Sans" and f.style == "Book").path
+    assert font_for("Hello", TextLayer("Hello", font=dejavu))[0] == dejavu
+    # DejaVu has no Chinese: another installed face draws it rather than empty boxes.
+    path, _, text = font_for("春季新品", TextLayer("春季新品", font=dejavu))
+    assert path != dejavu and text == "春季新品"
+    with pytest.raises(FontError, match="does not exist"):
+        font_for("x", TextLayer("x", font="/no/such/brand.ttf"))
