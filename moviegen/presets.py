@@ -160,11 +160,6 @@ class Style(BaseModel):
         neutral = Style(name=self.name).model_dump()
         return {k: v for k, v in self.model_dump(exclude={"name", "description"}).items() if v != neutral[k]}
 
-    @property
-    def is_neutral(self) -> bool:
-        """True when the style changes no pixel."""
-        return not self.changes()
-
     def with_overrides(self, overrides: dict[str, Any]) -> Style:
         """This style with some parameters replaced (a catalog row's own look columns); validated."""
         if not overrides:
