@@ -11,6 +11,7 @@ the same URL renders again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -124,8 +125,9 @@ def fetch_asset(uri: str, kind: AssetKind, cache_dir: Path) -> Asset:
     return asset
 
 
+@functools.cache
 def local_asset(path: Path, kind: AssetKind) -> Asset:
-    """An asset for a file moviegen ships (a built-in LUT): used in place, hashed like any other."""
+    """An asset for a file moviegen ships (a built-in LUT): used in place, hashed like any other (once)."""
     data = path.read_bytes()
     return Asset(
         uri=f"builtin:{path.name}",
