@@ -217,14 +217,44 @@ def validate(
 
 
 @app.command()
-def channels(config: Annotated[Path | None, typer.Option("--config")] = None) -> None:
-    """List the channel presets (built in and from configuration)."""
-    from moviegen.presets import channel_presets
+def channels(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
+    list_styles: Annotated[bool, typer.Option("--styles", help="List the named styles instead.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print every field as JSON.")] = False,
+) -> None:
+    """List the channel presets (built in and from configuration), or the named styles."""
+    from moviegen.presets import channel_presets, styles
 
     settings = _settings(config)
-    table = Table("channel", "label", "size", "fps", "fit", "max duration")
-    for p in channel_presets(settings.channels).values():
-        table.add_row(p.name, p.label, f"{p.width}x{p.height}", f"{p.fps:g}", p.fit, f"{p.max_duration_s:g} s")
+    try:
+        presets, looks = channel_presets(settings.channels), styles(settings.styles)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    items = looks if list_styles else presets
+    if json_output:
+        stdout.print_json(json.dumps({name: item.model_dump() for name, item in items.items()}))
+        return
+    if list_styles:
+        table = Table("style", "description", "what it changes")
+        for s in looks.values():
+            changes = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.changes().items())
+            table.add_row(s.name, s.description, changes or "nothing")
+        stdout.print(table)
+        return
+    table = Table("channel", "size", "fps", "fit", "video", "audio", "max s", "safe t/b/l/r %")
+    for p in presets.values():
+        z = p.safe_zone
+        table.add_row(
+            p.name,
+            f"{p.width}x{p.height}",
+            f"{p.fps:g}",
+            p.fit if p.fit == "pad" else f"crop {p.anchor}",
+            f"{p.codec} {p.profile}@{p.level} {p.maxrate_kbps / 1000:g}M",
+            f"{p.audio_codec} {p.audio_rate / 1000:g}k {p.loudness_lufs:g}",
+            f"{p.max_duration_s:g}",
+            "/".join(f"{round(v * 100)}" for v in (z.top, z.bottom, z.left, z.right)),
+        )
     stdout.print(table)
 
 

@@ -19,8 +19,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moviegen.assets import check_uri
 from moviegen.models.registry import ASPECTS, UnknownModelError, resolve_model
-from moviegen.presets import ChannelPreset
+from moviegen.presets import ROW_LOOK_FIELDS, ChannelPreset, builtin_luts
 from moviegen.spec import ClipSpec, Problem
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -30,6 +31,21 @@ CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2
 MAX_PROMPT_CHARS = 2000
 MAX_CAPTION_CHARS = 2200  # the longest caption a supported platform takes (TikTok)
 MIN_DURATION_S, MAX_DURATION_S = 0.5, 60.0
+MAX_TITLE_CHARS = 100
+MAX_URI_CHARS = 2000
+LOGO_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right")
+ANCHOR_NAMES = ("center", "top", "bottom", "left", "right")
+# Look columns: (low, high) for numbers, allowed names for choices; the same bounds as Style's fields.
+LOOK_NUMBERS = {
+    "brightness": (-1.0, 1.0),
+    "contrast": (0.0, 3.0),
+    "saturation": (0.0, 3.0),
+    "gamma": (0.1, 3.0),
+    "vignette": (0.0, 1.0),
+    "grain": (0.0, 1.0),
+    "speed": (0.25, 4.0),
+}
+LOOK_CHOICES = {"motion": ("duplicate", "blend", "interpolate"), "extend": ("loop", "hold")}
 
 
 @dataclass(frozen=True)
@@ -52,12 +68,30 @@ COLUMNS: tuple[Column, ...] = (
     Column("duration_s", pa.float64(), False, 3.0, f"Seconds, {MIN_DURATION_S}-{MAX_DURATION_S}."),
     Column("seed", pa.int64(), False, None, "0-4294967295; default derived from campaign_id and clip_id."),
     Column("model", pa.string(), False, None, "Registry name, hub id or local folder; default from config."),
-    Column("style", pa.string(), False, "none", "Named look: none, warm, cool, cinematic, mono, vivid."),
+    Column("style", pa.string(), False, "none", "Named look (`moviegen channels --styles`): warm, cinematic, ..."),
     Column("caption", pa.string(), False, "", f"Post text and burned-in caption (max {MAX_CAPTION_CHARS})."),
     Column("hashtags", pa.list_(pa.string()), False, (), "Hashtags without '#'."),
     Column("aspect", pa.string(), False, "16:9", "Aspect of the generated master: " + ", ".join(ASPECTS)),
     Column("steps", pa.int32(), False, None, "Denoising steps (1-200); default from the model."),
     Column("guidance", pa.float32(), False, None, "Guidance scale (0-30); default from the model."),
+    # Rendition columns: what is burned in, brand and sound, framing, and the row's own look.
+    Column("title", pa.string(), False, "", f"Large title at the top for the first seconds (max {MAX_TITLE_CHARS})."),
+    Column("cta", pa.string(), False, "", f"Call to action on an end card, last 1.5 s (max {MAX_TITLE_CHARS})."),
+    Column("logo_uri", pa.string(), False, None, "Logo image (PNG, JPEG, WebP): a path or URL."),
+    Column("logo_position", pa.string(), False, "top_right", "Logo corner: " + ", ".join(LOGO_POSITIONS) + "."),
+    Column("music_uri", pa.string(), False, None, "Music bed (MP3, WAV, M4A, OGG, FLAC): a path or URL; else silence."),
+    Column("fit", pa.string(), False, None, "crop (fill the frame) or pad (all, over a blur); default per channel."),
+    Column("anchor", pa.string(), False, None, "What a crop keeps: " + ", ".join(ANCHOR_NAMES) + "; default center."),
+    Column("lut", pa.string(), False, None, "A shipped LUT (teal_orange, film_fade, sepia) or a .cube path or URL."),
+    Column("brightness", pa.float64(), False, None, "-1 to 1 (0 = unchanged); replaces the style's value."),
+    Column("contrast", pa.float64(), False, None, "0 to 3 (1 = unchanged)."),
+    Column("saturation", pa.float64(), False, None, "0 to 3 (1 = unchanged, 0 = black and white)."),
+    Column("gamma", pa.float64(), False, None, "0.1 to 3 (1 = unchanged)."),
+    Column("vignette", pa.float64(), False, None, "Darkened corners, 0 (none) to 1 (strong)."),
+    Column("grain", pa.float64(), False, None, "Film grain, 0 (none) to 1 (heavy)."),
+    Column("speed", pa.float64(), False, None, "Playback speed, 0.25 to 4 (0.5 = half speed)."),
+    Column("motion", pa.string(), False, None, "Frame-rate conversion: duplicate, blend, interpolate (slow)."),
+    Column("extend", pa.string(), False, None, "Clip shorter than duration_s: loop, or hold the last frame."),
 )
 COLUMNS_BY_NAME = {c.name: c for c in COLUMNS}
 CATALOG_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=not c.required) for c in COLUMNS])
@@ -195,6 +229,14 @@ def validate_catalog(
                 aspect=values["aspect"],
                 steps=values["steps"],
                 guidance=values["guidance"],
+                title=values["title"],
+                cta=values["cta"],
+                logo_uri=values["logo_uri"],
+                logo_position=values["logo_position"],
+                music_uri=values["music_uri"],
+                fit=values["fit"],
+                anchor=values["anchor"],
+                look=tuple((k, values[k]) for k in ROW_LOOK_FIELDS if values[k] is not None),
                 extra={n: _jsonable(data[n][i]) for n in extra_names},
             )
         )
@@ -302,6 +344,24 @@ def _checkers(channels: set[str], styles: set[str]) -> dict[str, _Check]:
 
         return check
 
+    def uri(kind: str, names: Iterable[str] = ()) -> _Check:
+        named = set(names)
+
+        def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
+            value, message, rule = text(MAX_URI_CHARS)(raw, col)
+            if message or value is None or not value.strip():
+                return (None if not message else value), message, rule
+            value = value.strip()
+            if value in named:
+                return value, None, _OK
+            problem = check_uri(value, kind)  # type: ignore[arg-type]
+            if problem:
+                hint = f" (or one of {_names(named)})" if named else ""
+                return None, f"{col.name} {_clip(value, 60)!r}: {problem}{hint}", "uri"
+            return value, None, _OK
+
+        return check
+
     return {
         "campaign_id": slug,
         "clip_id": slug,
@@ -317,6 +377,16 @@ def _checkers(channels: set[str], styles: set[str]) -> dict[str, _Check]:
         "aspect": choice(set(ASPECTS)),
         "steps": number(1, 200, integer=True),
         "guidance": number(0, 30, integer=False),
+        "title": text(MAX_TITLE_CHARS),
+        "cta": text(MAX_TITLE_CHARS),
+        "logo_uri": uri("logo"),
+        "logo_position": choice(set(LOGO_POSITIONS)),
+        "music_uri": uri("music"),
+        "fit": choice({"crop", "pad"}),
+        "anchor": choice(set(ANCHOR_NAMES)),
+        "lut": uri("lut", builtin_luts()),
+        **{name: number(lo, hi, integer=False) for name, (lo, hi) in LOOK_NUMBERS.items()},
+        **{name: choice(set(names)) for name, names in LOOK_CHOICES.items()},
     }
 
 

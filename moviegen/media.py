@@ -135,13 +135,18 @@ class StreamInfo:
         return self.audio_codec is not None
 
 
-def probe(path: Path) -> StreamInfo:
-    """Probe a media file (ffprobe when available, else parsing ``ffmpeg -i``)."""
+def probe(path: Path, *, count_frames: bool = True) -> StreamInfo:
+    """Probe a media file (ffprobe when available, else parsing ``ffmpeg -i``).
+
+    ``count_frames=False`` skips decoding the file to count frames (``frames`` is then the
+    container's count, or 0 when it keeps none, as Matroska does).
+    """
     ffprobe = ffprobe_binary()
     if ffprobe is None:
         return _probe_with_ffmpeg(path)
+    counting = ["-count_frames"] if count_frames else []
     proc = subprocess.run(
-        [ffprobe, "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", str(path)],
+        [ffprobe, "-v", "error", *counting, "-show_streams", "-show_format", "-of", "json", str(path)],
         capture_output=True,
         check=False,
     )

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from moviegen import __version__, progress
+from moviegen.assets import AssetError
 from moviegen.catalog import CatalogReadError, CatalogValidation, read_catalog, validate_catalog
 from moviegen.config import Settings
+from moviegen.delivery import check_delivery
 from moviegen.generate import (
     Device,
     GenerationRequest,
@@ -35,8 +37,9 @@ from moviegen.generate import (
     pick_device,
     process_pipeline_cache,
 )
-from moviegen.media import MediaError, StreamInfo, probe, write_master
+from moviegen.media import MediaError, StreamInfo, write_master
 from moviegen.models.registry import resolve_model
+from moviegen.overlays import FontError
 from moviegen.presets import ChannelPreset, Style, channel_presets, styles
 from moviegen.publish import (
     MANIFEST_SCHEMA,
@@ -48,7 +51,14 @@ from moviegen.publish import (
     sha256_file,
     utc_now,
 )
-from moviegen.render import render_rendition, rendition_key, set_encode_slots, write_poster
+from moviegen.render import (
+    RenditionSpec,
+    render_rendition,
+    rendition_key,
+    rendition_spec,
+    set_encode_slots,
+    write_poster,
+)
 from moviegen.safety import (
     SCORES_SCHEMA,
     PolicySet,
@@ -193,10 +203,17 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
     revisions: dict[str, str] = {}
     for spec in specs:
         clip = plan_clip(spec, ctx, revisions)
+        try:  # fetches the row's logo, music and LUT, and finds fonts for its text: before any GPU time
+            keys = {channel: rendition_key_for(clip, channel, ctx) for channel in spec.channels}
+        except (AssetError, FontError) as exc:
+            column = getattr(exc, "column", None)
+            problem = Problem(spec.row, spec.clip_id, column, "render", _rule(exc), str(exc), spec.campaign_id)
+            plan.problems.append(problem)
+            continue
         missing = []
         for channel in spec.channels:
             row = published.get((spec.campaign_id, spec.clip_id, channel))
-            if row is not None and row["rendition_key"] == rendition_key_for(clip, channel, ctx):
+            if row is not None and row["rendition_key"] == keys[channel]:
                 plan.already_published.append(row)
             else:
                 missing.append(channel)
@@ -205,9 +222,14 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
     return plan
 
 
+def rendition_spec_for(clip: ClipPlan, channel: str, ctx: RunContext) -> RenditionSpec:
+    """The catalog row's rendition for one channel (assets fetched into the run's scratch folder)."""
+    preset, style = ctx.presets[channel], ctx.styles[clip.spec.style]
+    return rendition_spec(clip.spec, preset, style, asset_dir=ctx.work_dir / "assets")
+
+
 def rendition_key_for(clip: ClipPlan, channel: str, ctx: RunContext) -> str:
-    spec = clip.spec
-    return rendition_key(clip.clip_key, ctx.presets[channel], ctx.styles[spec.style], spec.duration_s, spec.caption)
+    return rendition_key(clip.clip_key, rendition_spec_for(clip, channel, ctx))
 
 
 def make_batches(clips: Iterable[ClipPlan], batch_size: int) -> list[list[ClipPlan]]:
@@ -371,55 +393,44 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
     clip, spec = master.clip, master.clip.spec
     if master.path is None:
         raise ValueError(f"clip {spec.clip_id} has no master to render: {master.problem}")
-    preset = ctx.presets[channel]
-    key = rendition_key_for(clip, channel, ctx)
-    scratch = ctx.work_dir / "renders" / key
-    video = scratch / f"{spec.clip_id}.mp4"
     timings: dict[str, float] = {}
     try:
+        rendition = rendition_spec_for(clip, channel, ctx)
+        key = rendition_key(clip.clip_key, rendition)
+    except (AssetError, FontError) as exc:
+        return Rendition(clip, channel, problem=clip_problem(clip, "render", _rule(exc), str(exc), channel))
+    scratch = ctx.work_dir / "renders" / key
+    video = scratch / f"{spec.clip_id}.mp4"
+    try:
         started = time.perf_counter()
-        render_rendition(master.path, preset, ctx.styles[spec.style], spec.duration_s, video)
+        render_rendition(master.path, rendition, video)
         timings["render"] = time.perf_counter() - started
         progress.advance("render")
 
         started = time.perf_counter()
-        info = probe(video)
-        violations = delivery_violations(info, preset, spec.duration_s)
-        if violations:
+        report = check_delivery(video, rendition.preset, rendition.duration_s)
+        info = report.info
+        if report.violations:
             return Rendition(
                 clip,
                 channel,
                 seconds=timings,
-                problem=clip_problem(clip, "delivery", "preset", "; ".join(violations), channel),
+                problem=clip_problem(clip, "delivery", "preset", "; ".join(report.violations), channel),
             )
         poster = write_poster(video, scratch / f"{spec.clip_id}.jpg", at_s=min(1.0, spec.duration_s / 2))
         row = publish_rendition(clip, channel, key, video, poster, info, ctx)
         timings["publish"] = time.perf_counter() - started
         progress.advance("publish")
-    except MediaError as exc:
-        return Rendition(
-            clip, channel, seconds=timings, problem=clip_problem(clip, "render", "ffmpeg", str(exc), channel)
-        )
+    except (MediaError, AssetError, FontError) as exc:
+        problem = clip_problem(clip, "render", _rule(exc), str(exc), channel)
+        return Rendition(clip, channel, seconds=timings, problem=problem)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return Rendition(clip, channel, row=row, seconds=timings)
 
 
-def delivery_violations(info: StreamInfo, preset: ChannelPreset, duration_s: float) -> list[str]:
-    """What a rendition gets wrong against its preset (empty when it may be published)."""
-    problems = []
-    if (info.width, info.height) != (preset.width, preset.height):
-        problems.append(f"size {info.width}x{info.height}, preset wants {preset.width}x{preset.height}")
-    if abs(info.fps - preset.fps) > 0.01:
-        problems.append(f"{info.fps:g} fps, preset wants {preset.fps:g}")
-    expected_frames = round(duration_s * preset.fps)
-    if abs(info.frames - expected_frames) > 1:
-        problems.append(f"{info.frames} frames, {duration_s:g} s at {preset.fps:g} fps needs {expected_frames}")
-    if info.video_codec != "h264":
-        problems.append(f"video codec {info.video_codec}, preset wants h264")
-    if info.audio_codec != "aac" or info.audio_rate != 48000:
-        problems.append(f"audio {info.audio_codec} at {info.audio_rate} Hz, preset wants AAC at 48000 Hz")
-    return problems
+def _rule(exc: Exception) -> str:
+    return "asset" if isinstance(exc, AssetError) else "font" if isinstance(exc, FontError) else "ffmpeg"
 
 
 def publish_rendition(

@@ -30,6 +30,15 @@ class ClipSpec:
     aspect: str = "16:9"
     steps: int | None = None
     guidance: float | None = None
+    # Rendition columns (see moviegen/render.py): text, brand, sound, framing and the row's own look.
+    title: str = ""
+    cta: str = ""
+    logo_uri: str | None = None
+    logo_position: str = "top_right"
+    music_uri: str | None = None
+    fit: str | None = None
+    anchor: str | None = None
+    look: tuple[tuple[str, Any], ...] = ()  # (style parameter, value) pairs that replace the style's
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 

@@ -15,6 +15,12 @@ apt_packages=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || apt_packages+=(ffmpeg)
 command -v exiftool >/dev/null || apt_packages+=(libimage-exiftool-perl)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_packages+=(fonts-dejavu-core)
+# Burned-in text (moviegen/overlays.py) finds fonts through fontconfig: Noto Sans for Latin, Greek,
+# Cyrillic, Arabic, Hebrew, Indic and Thai (12 MB), WenQuanYi Micro Hei for Chinese, Japanese and
+# Korean (2 MB; install fonts-noto-cjk, 57 MB, for Noto's CJK faces, which are then preferred).
+command -v fc-list >/dev/null || apt_packages+=(fontconfig)
+[ -f /usr/share/fonts/truetype/noto/NotoSans-Bold.ttf ] || apt_packages+=(fonts-noto-core)
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || apt_packages+=(fonts-wqy-microhei)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo -n"

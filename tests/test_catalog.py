@@ -97,7 +97,7 @@ def test_every_bad_row_is_reported_and_good_rows_survive():
         ("prompt", "x" * 2001, "too_long"),
         ("prompt", "hello\x00world", "control_chars"),
         ("caption", "bidi \u202e trick", "control_chars"),
-        ("style", "sepia", "unknown_style"),
+        ("style", "noir", "unknown_style"),
         ("aspect", "4:3", "unknown_aspect"),
         ("seed", -1, "range"),
         ("seed", 1.5, "type"),
@@ -108,6 +108,21 @@ def test_every_bad_row_is_reported_and_good_rows_survive():
         ("model", "no-such-model", "unknown_model"),
         ("hashtags", ["two words"], "hashtag"),
         ("channels", "youtube", "type"),
+        ("title", "x" * 101, "too_long"),
+        ("cta", "Shop\x07now", "control_chars"),
+        ("logo_uri", "ftp://cdn.example.com/logo.png", "uri"),
+        ("logo_uri", "https://cdn.example.com/logo.gif", "uri"),
+        ("logo_uri", "brand/missing-logo.png", "uri"),
+        ("logo_position", "middle", "unknown_logo_position"),
+        ("music_uri", "track.mid", "uri"),
+        ("fit", "stretch", "unknown_fit"),
+        ("anchor", "middle", "unknown_anchor"),
+        ("lut", "bleach", "uri"),
+        ("saturation", 5.0, "range"),
+        ("speed", 0.1, "range"),
+        ("grain", "lots", "type"),
+        ("motion", "fast", "unknown_motion"),
+        ("extend", "bounce", "unknown_extend"),
     ],
 )
 def test_single_bad_value(column, value, rule):
@@ -157,3 +172,30 @@ def test_catalog_readme_documents_every_column():
 
     readme = (Path(__file__).resolve().parents[1] / "catalogs" / "README.md").read_text()
     assert [c.name for c in COLUMNS if f"| `{c.name}` |" not in readme] == []
+
+
+def test_rendition_columns_become_spec_fields(tmp_path):
+    from PIL import Image
+
+    logo = tmp_path / "logo.png"
+    Image.new("RGB", (4, 4)).save(logo)
+    fields = {
+        "title": "Spring drop",
+        "cta": "Shop now",
+        "logo_uri": str(logo),
+        "logo_position": "bottom_left",
+        "music_uri": "https://cdn.example.com/bed.mp3",
+        "fit": "pad",
+        "anchor": "top",
+        "lut": "film_fade",
+        "saturation": 1.2,
+        "speed": 0.5,
+        "motion": "blend",
+    }
+    result = check(pa.Table.from_pylist([row("a", **fields), row("b")]))
+    assert result.problems == []
+    a, b = result.specs
+    assert (a.title, a.cta, a.logo_uri, a.logo_position) == ("Spring drop", "Shop now", str(logo), "bottom_left")
+    assert (a.music_uri, a.fit, a.anchor) == ("https://cdn.example.com/bed.mp3", "pad", "top")
+    assert dict(a.look) == {"saturation": 1.2, "speed": 0.5, "lut": "film_fade", "motion": "blend"}
+    assert (b.title, b.logo_uri, b.fit, b.look, b.logo_position) == ("", None, None, (), "top_right")

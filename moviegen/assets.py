@@ -1,0 +1,234 @@
+"""Files a rendition pulls in by URI: logo images, music beds and .cube LUTs.
+
+Problem: catalog rows name these files by path or URL, and ffmpeg opens whatever it is handed:
+network protocols, ``concat:`` and ``subfile,`` tricks, playlists that pull in other files.
+Solution: moviegen fetches each file itself through fsspec (a short list of schemes) into a
+content-addressed local cache, checks what it really holds (an image, an audio container from an
+allowed list, a 3D LUT), and hands ffmpeg only that local copy, as a ``file:`` path with an
+explicit input format. The file's sha256 goes into the rendition key, so a logo replaced behind
+the same URL renders again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import fsspec
+
+from moviegen.media import ffprobe_binary
+
+AssetKind = Literal["logo", "music", "lut"]
+
+# Schemes fsspec may fetch from. Local paths need none (or file://); memory:// serves tests.
+ALLOWED_SCHEMES = ("file", "http", "https", "s3", "gs", "gcs", "az", "abfs", "abfss", "memory")
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "logo": (".png", ".jpg", ".jpeg", ".webp"),
+    "music": (".mp3", ".wav", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac"),
+    "lut": (".cube",),
+}
+MAX_BYTES = {"logo": 20 * 2**20, "music": 200 * 2**20, "lut": 20 * 2**20}
+# ffprobe format names accepted for a music bed, and the demuxer to force when reading it.
+AUDIO_FORMATS = {
+    "mp3": "mp3",
+    "wav": "wav",
+    "ogg": "ogg",
+    "flac": "flac",
+    "aac": "aac",
+    "mov,mp4,m4a,3gp,3g2,mj2": "mov",
+    "matroska,webm": "matroska",
+}
+MAX_LUT_SIZE = 65
+
+
+class AssetError(ValueError):
+    """A logo, music or LUT file cannot be used; the message says which URI and what to do."""
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column  # the catalog column that named the file, when known
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A fetched and checked file: its local copy (never the user's path) and content hash."""
+
+    uri: str
+    kind: str
+    path: Path
+    sha256: str
+    input_format: str | None = None  # the ffmpeg demuxer to force (music only)
+
+    @property
+    def ffmpeg_url(self) -> str:
+        """The local copy as an ffmpeg input URL: ``file:`` so no other protocol can apply."""
+        return f"file:{self.path}"
+
+
+def check_uri(uri: str, kind: AssetKind) -> str | None:
+    """Why ``uri`` cannot name a ``kind`` file (scheme, extension, missing local file), or None when it can."""
+    scheme = _scheme(uri)
+    if scheme not in ("", *ALLOWED_SCHEMES):
+        return f"scheme {scheme!r} is not allowed: use a local path or one of {', '.join(ALLOWED_SCHEMES)}"
+    suffix = Path(urlsplit(uri).path if scheme else uri).suffix.lower()
+    if suffix not in EXTENSIONS[kind]:
+        return f"{kind} file must end in {', '.join(EXTENSIONS[kind])}, got {suffix or 'no extension'}"
+    if scheme in ("", "file"):
+        path = _local_path(uri)
+        if not path.is_file():
+            return f"{kind} file {path} does not exist: check the path (relative paths start at the working folder)"
+    return None
+
+
+_fetched: dict[tuple[str, str, float, int], Asset] = {}
+_fetch_lock = threading.Lock()
+
+
+def fetch_asset(uri: str, kind: AssetKind, cache_dir: Path) -> Asset:
+    """Fetch ``uri`` into ``cache_dir`` (named by content hash), check its content, and describe it.
+
+    Local files are keyed by path, size and modification time, so a changed file is read again;
+    remote files are fetched once per process.
+    """
+    problem = check_uri(uri, kind)
+    if problem:
+        raise AssetError(f"{kind} {uri!r}: {problem}")
+    scheme = _scheme(uri)
+    stamp = (0.0, 0)
+    if scheme in ("", "file"):
+        stat = _local_path(uri).stat()
+        stamp = (stat.st_mtime, stat.st_size)
+    key = (uri, kind, *stamp)
+    with _fetch_lock:
+        if key in _fetched and _fetched[key].path.is_file():
+            return _fetched[key]
+    data = _read(uri, kind)
+    digest = hashlib.sha256(data).hexdigest()
+    suffix = Path(urlsplit(uri).path if scheme else uri).suffix.lower()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{kind}-{digest[:32]}{suffix}"
+    if not path.is_file():
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    asset = Asset(uri=uri, kind=kind, path=path, sha256=digest, input_format=_check_content(path, kind, uri))
+    with _fetch_lock:
+        _fetched[key] = asset
+    return asset
+
+
+@functools.cache
+def local_asset(path: Path, kind: AssetKind) -> Asset:
+    """An asset for a file moviegen ships (a built-in LUT): used in place, hashed like any other (once)."""
+    data = path.read_bytes()
+    return Asset(
+        uri=f"builtin:{path.name}",
+        kind=kind,
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
+        input_format=_check_content(path, kind, path.name),
+    )
+
+
+def _scheme(uri: str) -> str:
+    head, sep, _ = uri.partition("://")
+    return head.lower() if sep and head.isascii() and head.replace("+", "").isalnum() else ""
+
+
+def _local_path(uri: str) -> Path:
+    return Path(uri[len("file://") :] if uri.lower().startswith("file://") else uri).expanduser().resolve()
+
+
+def _read(uri: str, kind: str) -> bytes:
+    limit = MAX_BYTES[kind]
+    try:
+        with fsspec.open(uri, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise AssetError(f"{kind} {uri!r} does not exist: check the path or URL") from None
+    except ImportError as exc:
+        raise AssetError(f"{kind} {uri!r}: this URL needs a driver that is not installed ({exc})") from None
+    except OSError as exc:
+        raise AssetError(f"{kind} {uri!r} cannot be read: {exc}") from None
+    if len(data) > limit:
+        raise AssetError(f"{kind} {uri!r} is larger than {limit // 2**20} MiB: use a smaller file")
+    if not data:
+        raise AssetError(f"{kind} {uri!r} is empty")
+    return data
+
+
+def _check_content(path: Path, kind: str, uri: str) -> str | None:
+    """Check the file is what its kind says; for music return the demuxer ffmpeg must use."""
+    if kind == "logo":
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                image.verify()
+                if image.format not in ("PNG", "JPEG", "WEBP"):
+                    raise AssetError(f"logo {uri!r} is {image.format}, not PNG, JPEG or WebP")
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise AssetError(f"logo {uri!r} is not a readable image: {exc}") from None
+        return None
+    if kind == "lut":
+        read_cube_size(path, uri)
+        return None
+    return _probe_audio_format(path, uri)
+
+
+def read_cube_size(path: Path, uri: str = "") -> int:
+    """Check a .cube file is a 3D LUT ffmpeg can read; return its size (points per axis)."""
+    size = None
+    rows = 0
+    try:
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                head = line.split()[0]
+                if head == "LUT_3D_SIZE":
+                    size = int(line.split()[1])
+                elif head == "LUT_1D_SIZE":
+                    raise AssetError(f"lut {uri or path!r} is a 1D LUT: use a 3D LUT (LUT_3D_SIZE)")
+                elif head[0].isdigit() or head[0] in "-.":
+                    values = [float(v) for v in line.split()]
+                    if len(values) != 3:
+                        raise ValueError(f"a LUT row needs 3 numbers: {line[:40]!r}")
+                    rows += 1
+    except (UnicodeDecodeError, ValueError, IndexError) as exc:
+        raise AssetError(f"lut {uri or path!r} is not a valid .cube file: {exc}") from None
+    if size is None or not 2 <= size <= MAX_LUT_SIZE:
+        raise AssetError(f"lut {uri or path!r} needs LUT_3D_SIZE between 2 and {MAX_LUT_SIZE}")
+    if rows != size**3:
+        raise AssetError(f"lut {uri or path!r} has {rows} rows; LUT_3D_SIZE {size} needs {size**3}")
+    return size
+
+
+def _probe_audio_format(path: Path, uri: str) -> str:
+    ffprobe = ffprobe_binary()
+    if ffprobe is None:
+        raise AssetError("music beds need ffprobe (install the ffmpeg package)")
+    proc = subprocess.run(
+        [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise AssetError(f"music {uri!r} is not a readable audio file: {proc.stderr.decode(errors='replace')[-200:]}")
+    data = json.loads(proc.stdout)
+    name = data.get("format", {}).get("format_name", "")
+    if name not in AUDIO_FORMATS:
+        raise AssetError(f"music {uri!r} is {name or 'of an unknown format'}: use MP3, WAV, AAC/M4A, OGG or FLAC")
+    if not any(s.get("codec_type") == "audio" for s in data.get("streams", [])):
+        raise AssetError(f"music {uri!r} has no audio stream")
+    return AUDIO_FORMATS[name]
