@@ -57,6 +57,8 @@ GAIN = 1.25
 # a bit should reach before compression.
 ADAPT_ROUNDS = 2
 ADAPT_TARGET = 8.0
+ADAPT_STEP = (0.7, 2.0)  # how far one round may move a weight
+ADAPT_RANGE = (0.5, 4.0)  # weights stay within this
 
 # Reading: frames decoded per file, spread evenly over it.
 SAMPLE_FRAMES = 16
@@ -222,8 +224,8 @@ class Watermarker:
             residual = self._residual(frame[None], signs * weights)[0]
             trial = cv2.add(frame, residual[..., None] * MARK_AXIS, dtype=cv2.CV_8U)
             margin = self.logits(trial[None])[0] * signs
-            weights *= np.clip(1 + (ADAPT_TARGET - margin) / ADAPT_TARGET, 0.7, 2.0)
-            weights = np.clip(weights, 0.5, 4.0)
+            weights *= np.clip(1 + (ADAPT_TARGET - margin) / ADAPT_TARGET, *ADAPT_STEP)
+            weights = np.clip(weights, *ADAPT_RANGE)
         return weights
 
 
