@@ -44,7 +44,8 @@ SIZES = [(1080, 1920), (1920, 1080), (1080, 1080), (1080, 1350), (720, 1280)]
 def photo(name: str) -> np.ndarray:
     image = getattr(photos, name)()
     if image.dtype != np.uint8:
-        image = (255 * (image.astype(np.float64) - image.min()) / max(1e-9, np.ptp(image))).astype(np.uint8)
+        image = image.astype(np.float64)
+        image = (255 * (image - image.min()) / max(1e-9, np.ptp(image))).astype(np.uint8)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     return np.ascontiguousarray(image[..., :3])
