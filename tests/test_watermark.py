@@ -190,11 +190,12 @@ def test_embed_takes_any_size_and_rejects_wrong_input(marker):
         marker.embed(odd, 2**32)
 
 
-def test_placement_embeds_in_the_master_only_when_every_rendition_keeps_its_scale():
+def test_placement_embeds_in_the_master_only_when_every_rendition_scales_the_whole_frame():
     master = (832, 480)
     youtube, square = ((1920, 1080), "crop"), ((1080, 1080), "crop")
     tiktok, reels_pad = ((1080, 1920), "crop"), ((1080, 1920), "pad")
-    assert wm.watermark_placement(master, [youtube, square]) == "master"
+    assert wm.watermark_placement(master, [youtube, ((1280, 720), "crop")]) == "master"
+    assert wm.watermark_placement(master, [youtube, square]) == "rendition"
     assert wm.watermark_placement(master, [youtube, tiktok]) == "rendition"
     assert wm.watermark_placement(master, [reels_pad]) == "rendition"
     assert wm.watermark_placement(master, [((1080, 1350), "crop")]) == "rendition"
