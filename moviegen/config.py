@@ -46,9 +46,9 @@ class GenerationSettings(BaseModel):
     offload: Literal["none", "model", "sequential", "group"] = Field(
         "none",
         description="CUDA memory: model = whole models move to the GPU in turn; sequential = layer by layer "
-        "(slowest, least memory); group = groups of layers with prefetching (near model speed, near sequential memory).",
+        "(slowest, least memory); group = layers in groups with prefetching (near model speed, little memory).",
     )
-    vae_tiling: bool = Field(False, description="Decode (and encode) frames in overlapping tiles: less memory at 720p+.")
+    vae_tiling: bool = Field(False, description="Decode (and encode) frames in overlapping tiles: less memory, 720p+.")
     compile: bool = Field(False, description="torch.compile the transformer's repeated blocks (CUDA only).")
     cache: Literal["none", "first_block"] = Field(
         "none", description="Reuse transformer outputs across denoising steps (First Block Cache): faster, approximate."

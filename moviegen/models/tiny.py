@@ -117,7 +117,12 @@ def build_tiny_wan_i2v():  # -> diffusers.WanImageToVideoPipeline
 
 def build_tiny_ltx():  # -> diffusers.LTXPipeline
     """LTX-Video with the real compression (32x spatial, 8x temporal: frames 8k+1, sizes multiple of 32)."""
-    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
 
     with _seeded():
         transformer = LTXVideoTransformer3DModel(
@@ -203,7 +208,12 @@ def build_tiny_stable_audio():  # -> diffusers.StableAudioPipeline
 
     512 latent steps x a hop of 512 samples: at most about 5.9 s per call (the real model: 47 s).
     """
-    from diffusers import AutoencoderOobleck, CosineDPMSolverMultistepScheduler, StableAudioDiTModel, StableAudioPipeline
+    from diffusers import (
+        AutoencoderOobleck,
+        CosineDPMSolverMultistepScheduler,
+        StableAudioDiTModel,
+        StableAudioPipeline,
+    )
     from diffusers.pipelines.stable_audio import StableAudioProjectionModel
 
     with _seeded():
