@@ -225,7 +225,11 @@ def model_location(ref: ModelRef, cache_dir: Path) -> str:
 
 def model_revision(ref: ModelRef, cache_dir: Path) -> str:
     """The model's identity for clip keys: folder fingerprint, or the hub revision when cached locally."""
-    location = model_location(ref, cache_dir)
+    return location_revision(model_location(ref, cache_dir))
+
+
+def location_revision(location: str) -> str:
+    """A folder's fingerprint, or a hub id's locally cached revision ("unresolved" when not downloaded)."""
     if Path(location).is_dir():
         return fingerprint_folder(Path(location))
     try:
