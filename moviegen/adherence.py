@@ -23,10 +23,10 @@ import numpy as np
 from moviegen.generate import (
     Device,
     ModelLoadError,
-    _quiet_loading_bars,
     check_safe_weights,
     device_lock,
     location_revision,
+    quiet_loading_bars,
 )
 from moviegen.models.tiny import ensure_tiny_model
 
@@ -150,7 +150,7 @@ def load_scorer(value: str, device: Device, cache_dir: Path, allow_pickle: bool 
         if key not in _scorers:
             folder = scorer_location(location, cache_dir)
             check_safe_weights(value, folder, allow_pickle)
-            _quiet_loading_bars()
+            quiet_loading_bars()
             try:
                 model = CLIPModel.from_pretrained(folder, dtype=device.dtype, use_safetensors=not allow_pickle)
                 processor = AutoProcessor.from_pretrained(folder)

@@ -144,13 +144,13 @@ class PipelineOptions:
             cache_threshold=settings.cache_threshold,
         )
 
-    def identity(self) -> dict[str, Any]:
-        ident: dict[str, Any] = {}
+    def identity(self) -> tuple[tuple[str, str], ...]:
+        ident: list[tuple[str, str]] = []
         if self.cache != "none":
-            ident["cache"] = {"method": self.cache, "threshold": self.cache_threshold}
+            ident.append(("cache", f"{self.cache}:{self.cache_threshold:g}"))
         if self.vae_tiling:
-            ident["vae_tiling"] = True
-        return ident
+            ident.append(("vae_tiling", "on"))
+        return tuple(ident)
 
 
 class ModelLoadError(RuntimeError):
@@ -291,7 +291,7 @@ def from_pretrained(
     # None lets diffusers prefer safetensors and fall back to pickle files; True refuses pickle.
     kwargs: dict[str, Any] = {"dtype": device.dtype, "use_safetensors": None if allow_pickle else True, **components}
     log.info("loading %s from %s on %s (%s)", requested, location, device.name, device.dtype_name)
-    _quiet_loading_bars()
+    quiet_loading_bars()
     with _tiny_model_warnings_hidden(tiny), _load_errors(requested, location):
         pipe = pipeline_cls.from_pretrained(location, **kwargs)
     pipe.set_progress_bar_config(disable=True)
@@ -463,7 +463,7 @@ class GeneratedClip:
     nan_fraction: float
 
 
-def _quiet_loading_bars() -> None:
+def quiet_loading_bars() -> None:
     """Loading bars from diffusers and transformers would scribble over the run's own progress bar."""
     import diffusers
     import transformers

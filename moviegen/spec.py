@@ -92,7 +92,7 @@ class ClipPlan:
     best_of: int = 1
     scorer: str | None = None
     # Pixel-affecting pipeline options (PipelineOptions.identity()), empty by default.
-    options: tuple[tuple[str, Any], ...] = ()
+    options: tuple[tuple[str, str], ...] = ()
     audio: Any = None  # moviegen.soundtrack.AudioRequest when the row has an audio_prompt
 
     @property
