@@ -505,6 +505,10 @@ def generate_batch(pipe: Any, requests: list[GenerationRequest], device: Device)
             f"requests in one batch must share width, height, frames, steps, guidance and conditioning: {keys}"
         )
     first = requests[0]
+    if first.task != "t2v" and len(requests) > 1:
+        # The image- and video-conditioned pipelines differ in how they pair one input with several
+        # prompts (LTX and CogVideoX index it per prompt); one call per clip is right for all of them.
+        return [clip for r in requests for clip in generate_batch(pipe, [r], device)]
     generator_device = "cpu" if device.name == "mps" else device.name
     generators = [torch.Generator(generator_device).manual_seed(r.seed) for r in requests]
     kwargs = call_arguments(pipe, first)
