@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import threading
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -183,7 +184,9 @@ def generate_soundtracks(
         pipe = load_audio_pipeline(model, device, cache_dir, allow_pickle)
         length = min(seconds, max_seconds(pipe))
         generator_device = "cpu" if device.name == "mps" else device.name
-        with device_lock(device), torch.inference_mode():
+        with device_lock(device), torch.inference_mode(), warnings.catch_warnings():
+            # torchsde's Brownian interval complains about float rounding at the schedule's ends: harmless.
+            warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
             out = pipe(
                 prompt=[r.prompt for r in group],
                 audio_end_in_s=length,
