@@ -34,7 +34,8 @@ def test_campaign_with_reference_edit_soundtrack_best_of_and_two_families(
         row("kite", model="tiny-ltx", prompt="a red kite over a green hill on a windy day", channels=["x"]),
     ]  # fmt: skip
     out = tmp_path / "out"
-    settings = fast_settings(out, adherence=AdherenceSettings(model="tiny-clip", frames=4), audio=AudioSettings(steps=2))
+    adherence = AdherenceSettings(model="tiny-clip", frames=4)
+    settings = fast_settings(out, adherence=adherence, audio=AudioSettings(steps=2))
     summary = run_campaign_plain(str(catalog_file(rows)), settings)
     assert summary.exit_code == 0, [p.describe() for p in summary.problems]
     assert summary.model_loads == {"moviegen/tiny-wan-i2v": 1, "moviegen/tiny-wan": 1, "moviegen/tiny-ltx": 1}

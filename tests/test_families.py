@@ -79,7 +79,7 @@ def test_each_task_resolves_to_a_model_that_runs_it(tiny_model):
     assert resolve_for_task(resolve_model("tiny-cogvideox"), "v2v").pipeline_for("v2v") == (
         "CogVideoXVideoToVideoPipeline"
     )
-    with pytest.raises(UnknownModelError, match="cannot do video-to-video: use one of .*tiny-wan"):
+    with pytest.raises(UnknownModelError, match=r"cannot do video-to-video: use one of .*tiny-wan"):
         resolve_for_task(resolve_model("tiny-ltx"), "v2v")
     # a local folder of the I2V build runs image-to-video only
     folder = resolve_model(str(ensure_tiny_model(tiny_model.parent.parent, "tiny-wan-i2v")))

@@ -75,5 +75,5 @@ def test_options_are_configured_and_checked(tmp_path):
     settings = load_settings(config)
     assert PipelineOptions.from_settings(settings.generation) == PipelineOptions("group", True, False, "first_block")
     config.write_text("generation:\n  offload: disk\n")
-    with pytest.raises(ConfigError, match="generation.offload"):
+    with pytest.raises(ConfigError, match=r"generation\.offload"):
         load_settings(config)

@@ -82,7 +82,7 @@ def test_unknown_audio_model_says_what_to_use():
 
 
 def test_generated_soundtrack_mixed_with_music_renders_at_channel_loudness(soundtracks, tmp_path):
-    requests, paths, work = soundtracks
+    requests, paths, _ = soundtracks
     music_file = tmp_path / "bed.mp3"
     subprocess.run(
         [ffmpeg_binary(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=220:duration=0.8", str(music_file)],
