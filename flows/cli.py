@@ -62,6 +62,9 @@ def _policies(settings: Settings) -> PolicySet:
 def _quiet_prefect(verbose: bool) -> None:
     """Prefect settings for a terminal run; they must be set before prefect is imported."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral API's default 20 s start-up limit is too short for a first start (database
+    # migrations) on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_EXTRA_LEVEL", "WARNING")
