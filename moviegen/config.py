@@ -41,7 +41,7 @@ class GenerationSettings(BaseModel):
     batch_size: int = Field(4, ge=1, le=64, description="Most clips per pipeline call.")
     steps: int | None = Field(None, ge=1, le=200, description="Overrides the model's default steps.")
     allow_pickle: bool = Field(False, description="Allow non-safetensors weights (unsafe).")
-    # GPU efficiency options (docs/README-issue9.md says when to use each). Each applies only where it
+    # GPU efficiency options (docs/models.md says when to use each). Each applies only where it
     # can: offload and torch.compile on CUDA; VAE tiling and the step cache on every device.
     offload: Literal["none", "model", "sequential", "group"] = Field(
         "none",

@@ -39,7 +39,7 @@ class ClipSpec:
     fit: str | None = None
     anchor: str | None = None
     look: tuple[tuple[str, Any], ...] = ()  # (style parameter, value) pairs that replace the style's
-    # Generation beyond text-to-video (docs/README-issue9.md): conditioning, soundtrack, best-of-N.
+    # Generation beyond text-to-video (docs/models.md): conditioning, soundtrack, best-of-N.
     reference_image: str | None = None  # image-to-video from this image
     source_video: str | None = None  # video-to-video: edit this clip as the prompt describes
     edit_strength: float | None = None  # how far the edit may move from the source (0-1)
