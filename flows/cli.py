@@ -9,6 +9,7 @@ Exit status of ``verify``: 0 the file's watermark verifies against a manifest ro
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from enum import StrEnum
@@ -112,6 +113,10 @@ def run(
         raise typer.Exit(2)
     _quiet_prefect(verbose)
     from flows.campaign import campaign  # imports Prefect: only now that a run really starts
+    from moviegen.redact import install_log_redaction
+
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # Prefect's handlers hang off these
+        install_log_redaction(logging.getLogger(name))
 
     bar = Progress(
         TextColumn("{task.description:>9}"),
@@ -171,6 +176,7 @@ def validate(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Check a catalog without loading any model: schema and the prompt gate; exit 0 when every row would run."""
+    from moviegen.assets import UriPolicy
     from moviegen.presets import channel_presets, styles
     from moviegen.safety.prompt import screen_catalog
 
@@ -206,6 +212,7 @@ def validate(
         channels=channel_presets(settings.channels),
         styles=styles(settings.styles),
         default_model=settings.generation.model,
+        uri_policy=UriPolicy.from_settings(settings.inputs),
     )
     result = screen_catalog(result, policies).validation
     if json_output:
