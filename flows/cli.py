@@ -9,7 +9,6 @@ Exit status of ``verify``: 0 the file's watermark verifies against a manifest ro
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from enum import StrEnum
@@ -113,10 +112,6 @@ def run(
         raise typer.Exit(2)
     _quiet_prefect(verbose)
     from flows.campaign import campaign  # imports Prefect: only now that a run really starts
-    from moviegen.redact import install_log_redaction
-
-    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # Prefect's handlers hang off these
-        install_log_redaction(logging.getLogger(name))
 
     bar = Progress(
         TextColumn("{task.description:>9}"),

@@ -208,6 +208,8 @@ def _read(uri: str, kind: str) -> bytes:
         raise AssetError(f"{kind} {uri!r}: this URL needs a driver that is not installed ({exc})") from None
     except OSError as exc:
         raise AssetError(f"{kind} {uri!r} cannot be read: {exc}") from None
+    except Exception as exc:  # a driver's own errors (an HTTP 403 from aiohttp is no OSError): still this row's problem
+        raise AssetError(f"{kind} {uri!r} cannot be read: {type(exc).__name__}: {exc}") from None
     if len(data) > limit:
         raise AssetError(f"{kind} {uri!r} is larger than {limit // 2**20} MiB: use a smaller file")
     if not data:

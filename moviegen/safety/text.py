@@ -113,6 +113,9 @@ def _stretch_pattern(term: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
+MAX_MEMO = 200_000  # n-grams remembered per index (a few tens of MB at most)
+
+
 @dataclass(frozen=True)
 class TermHit:
     """One term found in a text: its group (category or list name), the term, and the words that matched."""
@@ -139,6 +142,8 @@ class TermIndex:
                         entry = (group, term, form)
                         if entry not in self._by_key[squeeze(form)]:
                             self._by_key[squeeze(form)].append(entry)
+        # n-gram -> its hits: common words recur across a catalog's texts, and a lookup is pure.
+        self._memo: dict[str, tuple[TermHit, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -152,7 +157,12 @@ class TermIndex:
                     if start + size > len(tokens):
                         break
                     words = " ".join(tokens[start : start + size])
-                    for hit in self._lookup(words):
+                    found = self._memo.get(words)
+                    if found is None:
+                        if len(self._memo) >= MAX_MEMO:
+                            self._memo.clear()
+                        found = self._memo[words] = tuple(self._lookup(words))
+                    for hit in found:
                         hits.setdefault((hit.group, hit.term), hit)
         return list(hits.values())
 
