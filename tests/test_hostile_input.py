@@ -248,3 +248,19 @@ def test_registered_secrets_pem_blocks_and_log_records_are_masked(caplog):
     finally:
         logger.removeHandler(handler)
     assert records and not any("l0gt0ken" in r or "hunter22" in r for r in records), records
+
+
+def test_validate_command_prints_markup_like_text_literally(tmp_path):
+    """Rich markup in a catalog value ("[/bold]") is printed as text, never interpreted (or crashing)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "catalog.parquet"
+    write_catalog([row("a", style="[/bold]"), row("[red]b"), row("ok")], str(path))
+    moviegen = str(Path(sys.executable).with_name("moviegen"))
+    result = subprocess.run([moviegen, "validate", str(path)], capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 1, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "unknown style '[/bold]'" in text and "'[red]b' is not a slug" in text and "1 of 3 rows would run" in text
