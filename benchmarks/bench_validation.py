@@ -71,6 +71,7 @@ def main() -> None:
     from moviegen.catalog import read_catalog, validate_catalog, write_catalog
     from moviegen.config import load_settings
     from moviegen.presets import channel_presets, styles
+    from moviegen.safety import prompt as prompt_module
     from moviegen.safety.policy import load_policies
     from moviegen.safety.prompt import screen_catalog
 
@@ -92,6 +93,11 @@ def main() -> None:
         started = time.perf_counter()
         policies = load_policies(settings.safety.policy, settings.safety.campaign_policies)
         policy_s = time.perf_counter() - started
+        started = time.perf_counter()
+        warm = validate_catalog(read_catalog(str(path)).slice(0, 2), channels=presets, styles=looks,
+                                default_model=settings.generation.model)  # fmt: skip
+        screen_catalog(warm, policies)  # loads the text classifier once, as any process does
+        classifier_s = time.perf_counter() - started
         read_s, validate_s, gate_s, cpu_s, gate_cpu_s = [], [], [], [], []
         for _ in range(args.repeats):
             cpu = time.process_time()
@@ -108,6 +114,7 @@ def main() -> None:
             )
             validate_s.append(time.perf_counter() - started)
             cpu_s.append(time.process_time() - cpu)
+            prompt_module._gates.clear()  # a cold gate each time: its lookup memos start empty, as in a new run
             cpu = time.process_time()
             started = time.perf_counter()
             screened = screen_catalog(result, policies).validation
@@ -128,7 +135,7 @@ def main() -> None:
         "policy_load_s": policy_s,
         "prompt_gate_s": statistics.median(gate_s),
         "prompt_gate_cpu_s": statistics.median(gate_cpu_s),
-        "prompt_gate_first_s": gate_s[0],  # includes loading the text classifier
+        "classifier_load_s": classifier_s,
         "repeats": args.repeats,
         "load_average": os.getloadavg()[0],
     }
@@ -146,8 +153,8 @@ def main() -> None:
         f"{'met' if figures['goal_met'] else 'NOT met'}; {figures['read_validate_cpu_s']:.3f} s of CPU)"
     )
     print(
-        f"  prompt gate     {figures['prompt_gate_s']:.3f} s  ({figures['prompt_gate_cpu_s']:.3f} s of CPU; first pass "
-        f"{gate_s[0]:.3f} s with the classifier's load; policy load "
+        f"  prompt gate     {figures['prompt_gate_s']:.3f} s  ({figures['prompt_gate_cpu_s']:.3f} s of CPU; once per "
+        f"process: classifier load {classifier_s:.3f} s, policy load "
         f"{policy_s:.3f} s; {len(screened.specs)} rows passed)"
     )
     print(f"  medians of {args.repeats}; load average {figures['load_average']:.1f}")
