@@ -199,7 +199,6 @@ def test_broken_config_files_and_environment(tmp_path, monkeypatch, caplog):
         load_settings()
     assert "tok3n-in-env" not in str(info.value)
     monkeypatch.delenv("MOVIEGEN_CHANNELS")
-    monkeypatch.setenv("MOVIEGEN_PROVENANCE__PRIVATE_KEY_PASSWORD", "x" * 3)
     monkeypatch.setenv("MOVIEGEN_GENERATON__STEPS", "s3cret-typo-value")  # a typo is not silently ignored
     with caplog.at_level(logging.WARNING, logger="moviegen.config"):
         load_settings()
