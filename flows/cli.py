@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -46,7 +47,7 @@ def _settings(config: Path | None, **overrides) -> Settings:
     try:
         return load_settings(config, **overrides)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -55,7 +56,7 @@ def _policies(settings: Settings) -> PolicySet:
     try:
         return load_policies(settings.safety.policy, settings.safety.campaign_policies)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -105,7 +106,7 @@ def run(
     try:
         read_catalog(catalog)  # fail fast, before the Prefect API starts
     except CatalogReadError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if executor is Executor.deployments:
         console.print(
@@ -132,7 +133,7 @@ def run(
                 catalog=catalog, out=settings.out, config=str(config) if config else None, preview=preview
             )
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     finally:
         progress_events.set_listener(None)
@@ -145,7 +146,7 @@ def run(
 
 def _print_summary(result: dict) -> None:
     published, problems = result["published"], result["problems"]
-    out = result["out"]
+    out = escape(result["out"])
     console.print(
         f"[bold]run {result['run_id']}[/bold]: {len(published)} renditions published, "
         f"{result['already_published']} already published, {len(problems)} rejected or failed "
@@ -157,12 +158,12 @@ def _print_summary(result: dict) -> None:
         where = f"row {p['row']}" if p["row"] is not None else "catalog"
         clip = f" {p['clip_id']}" if p["clip_id"] else ""
         column = f" [{p['column']}]" if p["column"] else ""
-        console.print(f"  [yellow]{p['stage']}[/yellow] {where}{clip}{column}: {p['message']}")
+        console.print(f"  [yellow]{p['stage']}[/yellow] {escape(f'{where}{clip}{column}: ' + p['message'])}")
     if len(problems) > 20:
         console.print(f"  ... and {len(problems) - 20} more in {out}/rejected/")
     held = [p["details"]["quarantine"] for p in problems if p.get("details", {}).get("quarantine")]
     if held:
-        console.print(f"  {len(held)} clip(s) held back under {out}/quarantine/: {', '.join(held)}")
+        console.print(f"  {len(held)} clip(s) held back under {out}/quarantine/: {escape(', '.join(held))}")
     console.print(f"  safety scores of every row and clip: {out}/scores/")
     console.print(f"  report: {out}/runs/{result['run_id']}/report.html")
 
@@ -174,6 +175,7 @@ def validate(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Check a catalog without loading any model: schema and the prompt gate; exit 0 when every row would run."""
+    from moviegen.assets import UriPolicy
     from moviegen.presets import channel_presets, styles
     from moviegen.safety.prompt import screen_catalog
 
@@ -202,13 +204,14 @@ def validate(
                 )
             )
         else:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     result = validate_catalog(
         table,
         channels=channel_presets(settings.channels),
         styles=styles(settings.styles),
         default_model=settings.generation.model,
+        uri_policy=UriPolicy.from_settings(settings.inputs),
     )
     result = screen_catalog(result, policies).validation
     if json_output:
@@ -216,7 +219,7 @@ def validate(
         stdout.print_json(json.dumps(payload))
     else:
         for p in result.problems:
-            console.print(f"[yellow]{p.stage}[/yellow] {p.describe()}")
+            console.print(f"[yellow]{p.stage}[/yellow] {escape(p.describe())}")
         console.print(f"{len(result.specs)} of {result.rows} rows would run.")
     raise typer.Exit(0 if not result.problems else 1)
 
@@ -235,12 +238,12 @@ def verify(
 
     settings = _settings(config, out=out)
     if not file.is_file():
-        console.print(f"[red]error:[/red] {file} does not exist: pass the path of a video file")
+        console.print(f"[red]error:[/red] {escape(str(file))} does not exist: pass the path of a video file")
         raise typer.Exit(2)
     try:
         found = identify(file, OutputRoot(settings.out))
     except MediaError as exc:
-        console.print(f"[red]error:[/red] cannot read {file} as a video: {exc}")
+        console.print(f"[red]error:[/red] cannot read {escape(str(file))} as a video: {escape(str(exc))}")
         raise typer.Exit(2) from None
     result = {"watermark": found.to_json(), **_provenance_sections(file)}
     if json_output:
@@ -281,7 +284,7 @@ def channels(
     try:
         presets, looks = channel_presets(settings.channels), styles(settings.styles)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     items = looks if list_styles else presets
     if json_output:
@@ -343,7 +346,7 @@ def signer(
     try:
         identity = load_signing_identity(settings.provenance)
     except ProvenanceError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     info = {
         "development": identity.development,

@@ -9,6 +9,7 @@ from typing import Any
 
 from moviegen.generate import GenerationRequest
 from moviegen.models.registry import ModelRef
+from moviegen.redact import redact_text, redact_value
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class Problem:
     message: str
     campaign_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        # Every problem ends up in rejected/, run.json, the report and the terminal: no secrets in any.
+        object.__setattr__(self, "message", redact_text(self.message))
+        object.__setattr__(self, "details", redact_value(self.details))
 
     def to_json(self) -> dict[str, Any]:
         """The contract's problem object for ``moviegen validate --json``."""
