@@ -131,6 +131,23 @@ class SafetySettings(BaseModel):
     )
 
 
+class ScaleOutSettings(BaseModel):
+    """The distributed executor (``--executor deployments``): where shards run and how failures are handled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deployment: str = Field("render-shard/render-shard", description="The render-shard deployment: flow/deployment.")
+    work_pool: str = Field("gpu", description="The GPU work pool; its online workers decide the shard count.")
+    shards: int | None = Field(
+        None, ge=1, le=4096, description="Shards per run; default one per online worker of work_pool."
+    )
+    shard_retries: int = Field(1, ge=0, le=10, description="Times a shard that fails or crashes is started again.")
+    shard_timeout_s: float | None = Field(
+        None, gt=0, description="A shard not finished this long after it was started is cancelled and retried."
+    )
+    poll_s: float = Field(2.0, gt=0, le=60, description="Seconds between checks of the shards' states.")
+
+
 class Settings(BaseSettings):
     """Everything a run can be configured with."""
 
@@ -157,6 +174,7 @@ class Settings(BaseSettings):
     styles: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Extra named styles.")
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    scaleout: ScaleOutSettings = Field(default_factory=ScaleOutSettings)
 
     @classmethod
     def settings_customise_sources(
