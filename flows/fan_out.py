@@ -242,7 +242,7 @@ def run_distributed(
     now = utc_now()
     finished = [o for o in outcomes if o.result is not None]
     rows = [
-        timing_row(ctx.run_id, SHARD, None, o.result.device, seconds, now)
+        timing_row(ctx.run_id, SHARD, None, o.shard.shard_id, o.result.device, seconds, now)
         for o in finished
         if (seconds := shard_overhead(o)) is not None
     ]

@@ -33,7 +33,8 @@ TIMINGS_SCHEMA = pa.schema(
         # "generate": one clip's share of its batch; "render": one rendition; "load": one model load;
         # "shard": a shard's fixed cost (queueing, process start, imports), as the campaign saw it.
         ("kind", pa.string()),
-        ("model", pa.string()),  # registry name (generate), channel (render), None (shard)
+        ("model", pa.string()),  # registry name (generate, load), channel (render), None (shard)
+        ("item", pa.string()),  # campaign_id/clip_id (generate, render), shard id (shard)
         ("device", pa.string()),  # "cpu", "cuda", "mps" (the kind, not the index)
         ("width", pa.int32()),
         ("height", pa.int32()),
@@ -197,6 +198,7 @@ def timing_row(
     run_id: str,
     kind: str,
     model: str | None,
+    item: str | None,
     device: str,
     seconds: float,
     recorded_at: datetime,
@@ -210,6 +212,7 @@ def timing_row(
         "run_id": run_id,
         "kind": kind,
         "model": model,
+        "item": item,
         "device": device_kind(device),
         "width": width,
         "height": height,

@@ -576,20 +576,20 @@ def record_timings(
 ) -> int:
     """Append what generation, encodes and model loads really took to ``timings/`` (the cost model's data)."""
     now, device = utc_now(), ctx.device.name
-    rows = [timing_row(ctx.run_id, LOAD, model, device, seconds, now) for model, seconds in loads.items()]
+    rows = [timing_row(ctx.run_id, LOAD, model, None, device, seconds, now) for model, seconds in loads.items()]
     for m in masters:
         if m.reused or m.seconds <= 0:
             continue
-        r = m.clip.request
+        r, item = m.clip.request, f"{m.clip.spec.campaign_id}/{m.clip.spec.clip_id}"
         rows.append(
-            timing_row(ctx.run_id, GENERATE, m.clip.model.info.name, device, m.seconds, now,
+            timing_row(ctx.run_id, GENERATE, m.clip.model.info.name, item, device, m.seconds, now,
                        r.width, r.height, r.num_frames, r.steps)
         )  # fmt: skip
     for r in renditions:
         if r.row is not None and "render" in r.seconds:
-            row = r.row
+            row, item = r.row, f"{r.clip.spec.campaign_id}/{r.clip.spec.clip_id}"
             rows.append(
-                timing_row(ctx.run_id, RENDER, r.channel, device, r.seconds["render"], now,
+                timing_row(ctx.run_id, RENDER, r.channel, item, device, r.seconds["render"], now,
                            row["width"], row["height"], row["frames"])
             )  # fmt: skip
     ctx.out.append_rows("timings", TIMINGS_SCHEMA, rows, ctx.run_id)

@@ -90,6 +90,8 @@ class LocalCluster:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "INFO",
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            # SQLite waits this long for a lock before giving up; a busy 2-core machine needs more than 10 s.
+            "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
             "MOVIEGEN_CHECKOUT": str(ROOT),
             **(extra_env or {}),
         }
