@@ -6,7 +6,7 @@ deployments from deployments/prefect.yaml, workers ``gpu-0`` and ``gpu-1`` (pool
 
 1. a 6-clip campaign with ``--executor deployments``: shards ran on both workers, every rendition
    published once, the manifest complete;
-2. a data team emits ``catalog.published`` for a catalog with 4 more clips: the trigger starts a
+2. a data team emits ``catalog.published`` for a catalog with 2 more clips: the trigger starts a
    campaign run, and one GPU worker is killed with its flow run in the middle of it (a lost
    machine): its shard is marked Crashed by the heartbeat automation and reported, the other
    shard's clips are published;
@@ -39,7 +39,7 @@ scaleout:
   poll_s: 1
 """
 FIRST = [row(f"c{i:02d}", channels=["x"], seed=i) for i in range(6)]
-MORE = [row(f"c{i:02d}", channels=["x"], seed=i) for i in range(6, 10)]
+MORE = [row(f"c{i:02d}", channels=["x"], seed=i) for i in range(6, 8)]
 
 
 def manifest(out: Path) -> list[dict]:
@@ -98,6 +98,11 @@ def test_deployments_from_prefect_yaml(cluster):
     assert shard["work_pool_name"] == "gpu"
     assert shard["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"]
     assert c.api_get("/work_pools/gpu")["concurrency_limit"] == 2
+    # The scheduler made the cron schedule's next runs (it cannot with SQLAlchemy 2.1: see pyproject.toml).
+    scheduled = wait_for(
+        lambda: [r for r in c.flow_runs("campaign") if r["state_type"] == "SCHEDULED"], 120, "scheduled campaign runs"
+    )
+    assert all(r["expected_start_time"].endswith("T06:00:00Z") for r in scheduled)
 
 
 def test_campaign_fans_out_over_both_workers(cluster):
@@ -197,7 +202,7 @@ def test_event_starts_a_run_and_a_lost_worker_costs_only_its_shard(cluster):
     assert report["exit_code"] == 1
     failed = {p["clip_id"] for p in report["problems"] if p["stage"] == "shard"}
     made = {r["clip_id"] for r in report["published"]}
-    assert failed and failed | made == {f"c{i:02d}" for i in range(6, 10)} and not failed & made
+    assert failed and failed | made == {f"c{i:02d}" for i in range(6, 8)} and not failed & made
     assert set(lost[0]["clip_ids"]) >= failed
     assert report["already_published"] == 6
 
@@ -207,10 +212,10 @@ def test_event_starts_a_run_and_a_lost_worker_costs_only_its_shard(cluster):
     )
     assert code == 0, rerun["problems"]
     assert {r["clip_id"] for r in rerun["published"]} == failed
-    assert rerun["already_published"] == 10 - len(failed)
+    assert rerun["already_published"] == 8 - len(failed)
     assert all(s["worker"] == survivor for s in rerun["shards"])
     rows = manifest(out)
-    assert sorted((r["clip_id"], r["channel"]) for r in rows) == [(f"c{i:02d}", "x") for i in range(10)]
+    assert sorted((r["clip_id"], r["channel"]) for r in rows) == [(f"c{i:02d}", "x") for i in range(8)]
 
 
 def test_a_failing_shard_is_retried_then_reported(cluster):
