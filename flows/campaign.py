@@ -41,12 +41,15 @@ def campaign(
     run_id: str | None = None,
     executor: Literal["local", "deployments"] = "local",
     prune: bool = False,
+    fail_on_problems: bool = False,
 ) -> dict[str, Any]:
     """Turn every valid row of ``catalog`` into published, per-channel renditions under ``out``.
 
     ``executor="deployments"`` makes the clips on the GPU work pool, one render-shard flow run per
     shard; ``prune`` retires the renditions of rows that left the catalog. Returns run.json's
-    facts; the run's exit status is ``result["exit_code"]``.
+    facts; the run's exit status is ``result["exit_code"]``. With ``fail_on_problems`` a run that
+    rejected or failed anything ends Failed (after writing its report), so a CI job that waits
+    for it fails too.
     """
     if not catalog or "{{" in catalog:
         raise ValueError(f"catalog {catalog!r} is not a catalog URI: pass the Parquet catalog's path or URL")
@@ -80,4 +83,13 @@ def campaign(
 
     # 4. Record problems and write the manifest's run report.
     summary = finish_run_task(ctx, validation, plan, masters, renditions, retired=retired, **facts)
+    if fail_on_problems and summary.exit_code:
+        raise CampaignProblems(
+            f"{len(summary.problems)} row(s) or clip(s) were rejected or failed; "
+            f"see {ctx.out.url}/runs/{ctx.run_id}/report.html"
+        )
     return summary.to_json()
+
+
+class CampaignProblems(RuntimeError):
+    """The run finished, but some rows or clips were rejected or failed (``fail_on_problems``)."""

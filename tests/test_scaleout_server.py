@@ -11,7 +11,9 @@ deployments from deployments/prefect.yaml, workers ``gpu-0`` and ``gpu-1`` (pool
    machine): its shard is marked Crashed by the heartbeat automation and reported, the other
    shard's clips are published;
 3. a rerun completes what the lost worker did not make, publishing nothing twice;
-4. a shard that keeps failing is retried, then given up and reported.
+4. the CI workflow's command (deployments/ci-refresh.yml) passes for a clean run and fails for
+   a run that rejected a row;
+5. a shard that keeps failing is retried, then given up and reported.
 """
 
 from __future__ import annotations
@@ -216,6 +218,29 @@ def test_event_starts_a_run_and_a_lost_worker_costs_only_its_shard(cluster):
     assert all(s["worker"] == survivor for s in rerun["shards"])
     rows = manifest(out)
     assert sorted((r["clip_id"], r["channel"]) for r in rows) == [(f"c{i:02d}", "x") for i in range(8)]
+
+
+def test_ci_command_waits_and_fails_when_the_run_fails(cluster):
+    """``prefect deployment run ... --watch`` as in deployments/ci-refresh.yml."""
+    c, paths = cluster
+    bad = paths["base"] / "with-a-bad-row.parquet"
+    write_catalog([*FIRST, row("fax", channels=["fax"])], str(bad))
+
+    def ci(catalog: Path):
+        return c.run(
+            [
+                str(BIN / "prefect"), "deployment", "run", "campaign/campaign",
+                "--param", f"catalog={catalog}", "--param", "prune=true", "--param", "fail_on_problems=true",
+                "--watch", "--watch-timeout", "600",
+            ],
+            timeout=700,
+        )  # fmt: skip
+
+    clean = ci(paths["first"])  # already published: the run has nothing to make and nothing to reject
+    assert clean.returncode == 0, clean.stdout[-2000:] + clean.stderr[-2000:]
+    failing = ci(bad)
+    assert failing.returncode == 1, failing.stdout[-2000:]
+    assert "Failed" in failing.stdout + failing.stderr
 
 
 def test_a_failing_shard_is_retried_then_reported(cluster):
