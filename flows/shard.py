@@ -50,12 +50,15 @@ def render_shard(
     plan = plan_campaign_task(validation.specs, ctx)
 
     # 3. The local executor's fan-out, on this worker's GPU.
+    setup_seconds = time.perf_counter() - started
     masters, renditions, loads = generate_and_render(plan, ctx)
     record_timings_task(masters, renditions, loads, ctx)
 
     # 4. The result, for the campaign to gather.
     loads_by_model = dict(process_pipeline_cache().loads)
-    result = shard_result(shard_id, ctx, validation, plan, masters, renditions, loads_by_model, loads, started)
+    result = shard_result(
+        shard_id, ctx, validation, plan, masters, renditions, loads_by_model, loads, started, setup_seconds
+    )
     write_shard_result(result, ctx.out)
     return {
         "shard": shard_id,

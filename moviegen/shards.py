@@ -269,7 +269,8 @@ class ShardResult:
     host: str
     pid: int
     device: str
-    seconds: float
+    seconds: float  # the flow's body, start to result
+    setup_seconds: float  # of which before generation: settings, validation, planning
     masters: list[dict[str, Any]]
     renditions: list[dict[str, Any]]
     problems: list[dict[str, Any]]
@@ -301,6 +302,7 @@ def shard_result(
     model_loads: dict[str, int],
     load_seconds: dict[str, float],
     started: float,
+    setup_seconds: float,
 ) -> ShardResult:
     """Summarise a finished shard (``started`` is its ``time.perf_counter()`` at the start)."""
 
@@ -336,6 +338,7 @@ def shard_result(
         pid=os.getpid(),
         device=ctx.device.name,
         seconds=time.perf_counter() - started,
+        setup_seconds=setup_seconds,
         masters=[master(m) for m in masters],
         renditions=[rendition(r) for r in renditions],
         problems=[problem_json(p) for p in [*validation.problems, *plan.problems]],
@@ -441,4 +444,6 @@ def shard_report(outcome: ShardOutcome) -> dict[str, Any]:
         "host": result.host if result else None,
         "device": result.device if result else None,
         "seconds": round(result.seconds, 3) if result else None,
+        "setup_seconds": round(result.setup_seconds, 3) if result else None,
+        "load_seconds": result.load_seconds if result else None,
     }

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -203,15 +204,24 @@ class LocalCluster:
     # the REST API, for checks ---------------------------------------------------------------
 
     def api_get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.api + path, timeout=30) as response:
-            return json.loads(response.read())
+        return self._request(urllib.request.Request(self.api + path))
 
     def api_post(self, path: str, body: dict[str, Any]) -> Any:
-        request = urllib.request.Request(
-            self.api + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+        headers = {"Content-Type": "application/json"}
+        return self._request(urllib.request.Request(self.api + path, data=json.dumps(body).encode(), headers=headers))
+
+    def _request(self, request: urllib.request.Request, attempts: int = 4) -> Any:
+        """One API call; a timeout is tried again (SQLite makes a busy server wait for its write lock)."""
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError:
+                raise
+            except OSError:  # a timeout, or a connection the busy server dropped
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(2)
 
     def flow_runs(self, flow_name: str | None = None) -> list[dict[str, Any]]:
         body: dict[str, Any] = {"limit": 200}

@@ -165,6 +165,7 @@ def test_gather_keeps_good_shards_and_reports_only_what_a_lost_shard_did_not_mak
     good, lost = layout.shards
     result = ShardResult(
         shard_id=good.shard_id, run_id="run-2", worker="gpu-0", host="h", pid=1, device="cuda", seconds=5.0,
+        setup_seconds=1.0,
         masters=[
             {"campaign_id": "camp", "clip_id": i.clip_id, "clip_key": "k", "seconds": 2.0, "gate_seconds": 0.1,
              "reused": False, "path": "/m.mkv", "problem": None}
@@ -207,7 +208,7 @@ def test_rows_a_retried_shard_found_published_by_this_run_count_as_this_runs():
     layout = plan_shards([item], shards=1, batch_size=1, cost=CostModel(device="cpu"))
     result = ShardResult(
         shard_id=layout.shards[0].shard_id, run_id="run-3", worker="gpu-1", host="h", pid=1, device="cpu",
-        seconds=1.0, masters=[], renditions=[], problems=[],
+        seconds=1.0, setup_seconds=0.5, masters=[], renditions=[], problems=[],
         already_published=[_manifest_row("a", "x", "run-3"), _manifest_row("a", "youtube", "run-1")],
         model_loads={}, load_seconds={}, finished_at="t",
     )  # fmt: skip
