@@ -1,6 +1,6 @@
 """Scale-out: the same 8-clip catalog on one GPU-pool worker and on two, on a real Prefect server.
 
-    .venv/bin/python benchmarks/bench_scaleout.py [--clips 8] [--repeats 2] [--steps 4]
+    .venv/bin/python benchmarks/bench_scaleout.py [--clips 8] [--repeats 2] [--steps 8] [--batch-size 2]
 
 A local ``prefect server`` (SQLite, its own PREFECT_HOME, 127.0.0.1), the work pools of
 deployments/setup.py, the deployments of deployments/prefect.yaml and two process workers whose
@@ -9,11 +9,11 @@ with ``moviegen run --executor deployments`` into a fresh output folder each tim
 with one shard on one worker (the other worker stopped) and two shards on two workers.
 
 Prints, per configuration, the median wall time of the whole run (CLI start to exit) and the
-ratio two/one (goal: at most 0.7), and per shard the overhead around its body (queueing,
-process start, imports: flow-run wall time minus the shard's own time) and inside it (validate,
-plan, model load, bookkeeping: the body minus generation and encode time). Then
-``moviegen plan`` calibrated from those runs estimates the two-worker run, next to the measured
-figure.
+ratio two/one (goal: at most 0.7), the same for the shards alone (first shard created to last
+finished), and per shard the overhead around its body (queueing, process start, imports,
+engine: flow-run wall time minus the shard's own time), before it generates (settings,
+detector, validation, planning) and its model load. Then ``moviegen plan``, calibrated from
+those runs, estimates the two-worker run next to the measured slowest shard.
 """
 
 from __future__ import annotations

@@ -256,7 +256,8 @@ def plan(
     if json_output:
         stdout.print_json(json.dumps(report))
         return
-    table_out = Table("model", "clips", "GPU hours", "s per unit", "s per clip", "from")
+    unit = "GPU" if cost.device != "cpu" else "CPU"
+    table_out = Table("model", "clips", f"{unit} hours", "s per unit", "s per clip", "from")
     for name, e in report["by_model"].items():
         r = e["rate"]
         table_out.add_row(
@@ -264,14 +265,15 @@ def plan(
             r["source"],
         )  # fmt: skip
     stdout.print(table_out)
-    shard_table = Table("shard", "clips", "models", "GPU s", "estimated s")
+    shard_table = Table("shard", "clips", "models", f"{unit} s", "estimated s")
     for s in layout.shards[:64]:
         shard_table.add_row(s.shard_id, str(len(s.items)), ", ".join(s.models), f"{s.gpu_s:.0f}", f"{s.seconds:.0f}")
     stdout.print(shard_table)
     if len(layout.shards) > 64:
         stdout.print(f"... and {len(layout.shards) - 64} more shards (--json lists them all)")
     stdout.print(
-        f"{report['valid']} of {report['rows']} rows would run on {cost.device}: {layout.gpu_s / 3600:.2f} GPU hours; "
+        f"{report['valid']} of {report['rows']} rows would run on {cost.device}: "
+        f"{layout.gpu_s / 3600:.2f} {unit} hours; "
         f"about {_duration(layout.makespan_s)} on {workers} worker(s) in {len(layout.shards)} shard(s) "
         f"(perfect balance: {_duration(layout.ideal_s)}; efficiency {report['efficiency']:.0%})"
     )
