@@ -2,6 +2,8 @@
 
 Exit status of ``run``: 0 every valid row published; 1 finished but something was rejected or
 failed (the report says what); 2 nothing could run (unreadable catalog, bad configuration).
+Exit status of ``verify``: 0 the file's watermark verifies against a manifest row; 1 it does not;
+2 the file cannot be read.
 """
 
 from __future__ import annotations
@@ -339,6 +341,53 @@ def validate(
             console.print(f"[yellow]{p.stage}[/yellow] {p.describe()}")
         console.print(f"{len(result.specs)} of {result.rows} rows would run.")
     raise typer.Exit(0 if not result.problems else 1)
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="A video file (MP4 or any format ffmpeg reads).")],
+    out: Annotated[str | None, typer.Option("--out", help="Output root whose manifest to look in.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Say what a video carries: watermark payload and its manifest row (exit 0 when it verifies, 1 when not)."""
+    from moviegen.media import MediaError
+    from moviegen.publish import OutputRoot
+    from moviegen.watermark import identify
+
+    settings = _settings(config, out=out)
+    if not file.is_file():
+        console.print(f"[red]error:[/red] {file} does not exist: pass the path of a video file")
+        raise typer.Exit(2)
+    try:
+        found = identify(file, OutputRoot(settings.out))
+    except MediaError as exc:
+        console.print(f"[red]error:[/red] cannot read {file} as a video: {exc}")
+        raise typer.Exit(2) from None
+    result = {"watermark": found.to_json(), **_provenance_sections(file)}
+    if json_output:
+        stdout.print_json(json.dumps(result))
+    else:
+        mark, row = result["watermark"], result["watermark"]["manifest_row"]
+        if found.verified:
+            stdout.print(
+                f"watermark [green]verified[/green]: payload {mark['payload']}, bit accuracy {mark['bit_accuracy']:.3f}"
+            )
+            where = f"{row['campaign_id']}/{row['clip_id']} on {row['channel']}"
+            stdout.print(f"  {where}: {row['path']} (run {row['run_id']})")
+        elif mark["payload"]:
+            stdout.print(
+                f"watermark payload {mark['payload']} read (bit accuracy {mark['bit_accuracy']:.3f}), "
+                f"but no manifest row under {settings.out} issued it: [yellow]not verified[/yellow]"
+            )
+        else:
+            stdout.print(f"no watermark verified in {file} (bit accuracy {mark['bit_accuracy']:.3f})")
+    raise typer.Exit(0 if found.verified else 1)
+
+
+def _provenance_sections(file: Path) -> dict:
+    """The ``c2pa`` and ``label`` parts of ``verify --json``: nulls until provenance reading lands (issue 6)."""
+    return {"c2pa": {"state": None, "digital_source_type": None}, "label": None}
 
 
 @app.command()

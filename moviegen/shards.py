@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from moviegen.catalog import CatalogValidation, read_catalog
 from moviegen.config import Settings
 from moviegen.costs import CostModel
-from moviegen.models.registry import resolve_model
+from moviegen.models.registry import resolve_for_task, resolve_model
 from moviegen.pipeline import (
     CampaignPlan,
     Master,
@@ -84,9 +84,9 @@ def work_item(
     With ``clip`` (a planned clip) its exact request is used; without, the request a run would
     make is derived from the row and the model's defaults, with no model files needed.
     """
-    info = resolve_model(spec.model).info if clip is None else clip.model.info
+    ref = resolve_for_task(resolve_model(spec.model), spec.task) if clip is None else clip.model
+    info, location = ref.info, ref.location
     request = generation_request(spec, info, settings) if clip is None else clip.request
-    location = resolve_model(spec.model).location if clip is None else clip.model.location
     render = sum(
         cost.render_seconds(presets[c].width, presets[c].height, round(spec.duration_s * presets[c].fps))
         for c in channels
@@ -97,7 +97,8 @@ def work_item(
         clip_id=spec.clip_id,
         model=info.name,
         batch_key=(location, *request.batch_key()),
-        generate_s=cost.generate_seconds(info.name, request.width, request.height, request.num_frames, request.steps),
+        generate_s=spec.best_of
+        * cost.generate_seconds(info.name, request.width, request.height, request.num_frames, request.steps),
         render_s=render / settings.render_workers,
     )
 
