@@ -232,9 +232,18 @@ def shard_parts(run_id: str, shard_id: str, suffix: str) -> tuple[str, ...]:
     return ("runs", run_id, "shards", f"{shard_id}.{suffix}")
 
 
+# Catalog columns that name input files. Shard flow runs start in the worker's checkout, not in the
+# folder the campaign ran from, so relative local paths in them are made absolute for the shards.
+PATH_COLUMNS = ("reference_image", "source_video", "logo_uri", "music_uri", "lut")
+
+
 def write_shard_catalogs(catalog_uri: str, layout: ShardLayout, out: OutputRoot, run_id: str) -> dict[str, str]:
-    """Write each shard's rows of the catalog (all columns, plus ``catalog_row``); return URLs by shard id."""
-    table = read_catalog(catalog_uri)
+    """Write each shard's rows of the catalog (all columns, plus ``catalog_row``); return URLs by shard id.
+
+    Relative paths to local input files (reference images, logos, music, LUTs) become absolute:
+    the workers must see the same files (a shared file system), or the catalog should use URLs.
+    """
+    table = absolute_input_paths(read_catalog(catalog_uri))
     urls = {}
     for shard in layout.shards:
         rows = [i.row for i in shard.items]
@@ -244,6 +253,22 @@ def write_shard_catalogs(catalog_uri: str, layout: ShardLayout, out: OutputRoot,
         relative = out.write_bytes(buf.getvalue(), *shard_parts(run_id, shard.shard_id, "parquet"))
         urls[shard.shard_id] = out.url_of(relative)
     return urls
+
+
+def absolute_input_paths(table: pa.Table) -> pa.Table:
+    """The catalog with relative local paths of existing files in ``PATH_COLUMNS`` made absolute.
+
+    URLs, absolute paths, built-in names (a LUT) and paths to no file are left as they are.
+    """
+    for name in PATH_COLUMNS:
+        if name not in table.column_names or not pa.types.is_string(table.schema.field(name).type):
+            continue
+        values = [
+            str(Path(v).resolve()) if v and "://" not in v and not Path(v).is_absolute() and Path(v).is_file() else v
+            for v in table.column(name).to_pylist()
+        ]
+        table = table.set_column(table.column_names.index(name), name, pa.array(values, pa.string()))
+    return table
 
 
 def restore_catalog_rows(validation: CatalogValidation, catalog_uri: str) -> CatalogValidation:

@@ -140,6 +140,30 @@ def test_shard_catalogs_keep_every_column_and_the_campaign_row_numbers(tmp_path)
     assert seen == {"r1": 1, "r3": 3, "r4": 4}
 
 
+def test_shard_catalogs_make_relative_input_paths_absolute(tmp_path, monkeypatch):
+    """Shard flow runs start in the worker's checkout: a logo named relative to the campaign's folder is still found."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "logo.png").write_bytes(b"png")
+    rows = [
+        row("a", logo_uri="assets/logo.png", lut="teal_orange"),
+        row("b", logo_uri="https://cdn.example.com/logo.png"),
+        row("c", logo_uri="assets/missing.png"),
+    ]
+    catalog = tmp_path / "catalog.parquet"
+    write_catalog(rows, str(catalog))
+    items = [WorkItem(i, "test-camp", c, "tiny-wan", ("k",), 1.0, 0.0) for i, c in enumerate("abc")]
+    layout = plan_shards(items, shards=1, batch_size=4, cost=CostModel(device="cpu"))
+    [url] = write_shard_catalogs(str(catalog), layout, OutputRoot(str(tmp_path / "out")), "run-1").values()
+    table = read_catalog(url)
+    assert table.column("logo_uri").to_pylist() == [
+        str(tmp_path / "assets" / "logo.png"),
+        "https://cdn.example.com/logo.png",
+        "assets/missing.png",  # left for validation to report, with its own wording
+    ]
+    assert table.column("lut").to_pylist() == ["teal_orange", None, None]
+
+
 def _plan(clip_ids: list[str]) -> CampaignPlan:
     settings = Settings()
     ref = resolve_model("tiny-wan")
