@@ -82,6 +82,8 @@ PRIOR_GENERATE: dict[tuple[str, str], Rate] = {
     ("tiny-wan", "cuda"): Rate(0.1, 0.05),
     ("wan2.1-t2v-1.3b", "cuda"): Rate(148.0, 5.0),
     ("wan2.1-t2v-14b", "cuda"): Rate(1500.0, 20.0),
+    ("wan2.1-i2v-14b-480p", "cuda"): Rate(1500.0, 20.0),  # the 14B's size, image-conditioned
+    ("wan2.1-i2v-14b-720p", "cuda"): Rate(1500.0, 20.0),
     ("wan2.2-ti2v-5b", "cuda"): Rate(99.0, 10.0),
 }
 # Unregistered models (a hub id or folder) fall back to the most expensive prior of the device.

@@ -251,3 +251,16 @@ def test_work_item_prices_a_planned_clip_exactly_as_its_row():
     fewer = replace(s, steps=25)
     full = work_item(s, (), settings, presets, cost).generate_s
     assert work_item(fewer, (), settings, presets, cost).generate_s == pytest.approx(full / 2, rel=0.05)
+
+
+def test_best_of_and_image_to_video_rows_are_priced_as_they_will_run():
+    """Best-of-N makes N candidates; a row with a reference image runs on its model's image-to-video companion."""
+    settings, presets, cost = Settings(), channel_presets({}), CostModel(device="cuda")
+    s = spec(0, model="wan2.1-t2v-1.3b", duration_s=5.0)
+    one = work_item(s, (), settings, presets, cost)
+    three = work_item(replace(s, best_of=3), (), settings, presets, cost)
+    assert three.generate_s == pytest.approx(3 * one.generate_s)
+    i2v = work_item(replace(s, reference_image="https://example.com/product.png"), (), settings, presets, cost)
+    companion = resolve_model(resolve_model(s.model).info.image_model)
+    assert i2v.model == companion.info.name and i2v.batch_key[0] == companion.location
+    assert i2v.generate_s > 5 * one.generate_s  # the 14B companion's rate
