@@ -1,6 +1,6 @@
 """Scale-out: the same 8-clip catalog on one GPU-pool worker and on two, on a real Prefect server.
 
-    .venv/bin/python benchmarks/bench_scaleout.py [--clips 8] [--repeats 2] [--steps 8] [--batch-size 2]
+    .venv/bin/python benchmarks/bench_scaleout.py [--clips 8] [--repeats 2] [--steps 8] [--batch-size 2] [--keep]
 
 A local ``prefect server`` (SQLite, its own PREFECT_HOME, 127.0.0.1), the work pools of
 deployments/setup.py, the deployments of deployments/prefect.yaml and two process workers whose
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -103,9 +104,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (outputs, run.json, logs)")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
+    try:
+        measure(args, base)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, base: Path) -> None:
     catalog, config = write_inputs(base, args.clips, args.steps, args.batch_size)
     cache = base / "cache"
     env = {
@@ -161,6 +173,7 @@ def main() -> None:
     phase_one = statistics.median(r["shard_phase"] for r in results[1])
     phase_two = statistics.median(r["shard_phase"] for r in results[2])
     shard_two = statistics.median(max(s["wall_s"] for s in r["shards"]) for r in results[2])
+    body_one, body_two = (statistics.median(max(s["body_s"] for s in r["shards"]) for r in results[n]) for n in (1, 2))
     print()
     print(
         f"{args.clips} clips of 1 s, tiny model, {args.steps} steps, batches of {args.batch_size}, channel x, "
@@ -172,6 +185,10 @@ def main() -> None:
     print(
         f"  shards only (first created to last finished): {phase_one:.1f} s and {phase_two:.1f} s, "
         f"ratio {phase_two / phase_one:.2f}"
+    )
+    print(
+        f"  slowest shard's body (its flow, start to result): {body_one:.1f} s and {body_two:.1f} s, "
+        f"ratio {body_two / body_one:.2f}"
     )
     print("  overhead per shard (medians):")
     print(f"    around its body (queue, process start, imports, engine): {around:.1f} s")
