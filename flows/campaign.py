@@ -1,29 +1,32 @@
 """The campaign flow: one catalog in, published renditions, manifest and report out.
 
-Generation runs batch by batch on the run's device (one GPU, or the CPU); each batch's renditions
-are submitted to the task runner at once, so ffmpeg encodes overlap with the next batch's
-generation. The number of encodes running at once is capped by ``render_workers``.
+With the local executor (the default) generation runs batch by batch on this machine's device
+(one GPU, or the CPU); each batch's renditions are submitted to the task runner at once, so ffmpeg
+encodes overlap with the next batch's generation. The number of encodes running at once is
+capped by ``render_workers``. With the deployments executor the clips are cut into shards that
+run as ``render-shard`` flow runs on the GPU work pool (see flows/fan_out.py and deployments/).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 from prefect import flow
-from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.fan_out import generate_and_render, run_distributed
 from moviegen.config import load_settings
-from moviegen.pipeline import Master, Rendition, make_batches, start_run
+from moviegen.pipeline import start_run
 from moviegen.redact import install_log_redaction
 from tasks import (
     finish_run_task,
-    generate_batch_task,
     plan_campaign_task,
     prompt_gate_task,
+    prune_task,
     record_rejections_task,
-    render_publish_task,
+    record_timings_task,
     validate_catalog_task,
 )
 
@@ -38,11 +41,22 @@ def campaign(
     config: str | None = None,
     preview: bool = False,
     run_id: str | None = None,
+    executor: Literal["local", "deployments"] = "local",
+    prune: bool = False,
+    fail_on_problems: bool = False,
 ) -> dict[str, Any]:
     """Turn every valid row of ``catalog`` into published, per-channel renditions under ``out``.
 
-    Returns run.json's facts; the run's exit status is ``result["exit_code"]``.
+    ``executor="deployments"`` makes the clips on the GPU work pool, one render-shard flow run per
+    shard; ``prune`` retires the renditions of rows that left the catalog. Returns run.json's
+    facts; the run's exit status is ``result["exit_code"]``. With ``fail_on_problems`` a run that
+    rejected or failed anything ends Failed (after writing its report), so a CI job that waits
+    for it fails too.
     """
+    if not catalog or "{{" in catalog:
+        raise ValueError(f"catalog {catalog!r} is not a catalog URI: pass the Parquet catalog's path or URL")
+    # A deployment parameter left empty (an unset {{ $VAR }} in prefect.yaml) means "not given".
+    config, out = config or None, out or None
     settings = load_settings(config, out=out, preview=preview or None)
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # also when a worker runs the flow
         install_log_redaction(logging.getLogger(name))
@@ -53,23 +67,33 @@ def campaign(
     validation = prompt_gate_task(validate_catalog_task(catalog, ctx), ctx)
     record_rejections_task(validation.problems, ctx)
 
-    # 2. Plan: resolve models and leave out what is already published.
+    # 2. Retire what left the catalog (on request), then plan: resolve models and leave out what
+    #    is already published.
+    retired = prune_task(validation, ctx) if prune else []
     plan = plan_campaign_task(validation.specs, ctx)
-    channels_by_key = {clip.clip_key: channels for clip, channels in plan.todo}
 
-    # 3. Fan out: generate batch by batch (each clip then passes the frame gate or goes to
-    #    quarantine/), render each batch's channels while the next one generates.
-    masters: list[Master] = []
-    pending: list[PrefectFuture[Rendition]] = []
-    for batch in make_batches([clip for clip, _ in plan.todo], settings.generation.batch_size):
-        for master in generate_batch_task(batch, ctx):
-            masters.append(master)
-            if master.path is not None:
-                for channel in channels_by_key[master.clip.clip_key]:
-                    pending.append(render_publish_task.submit(master, channel, ctx))
+    # 3. Fan out. Locally: generate batch by batch (each clip then passes the frame gate or goes
+    #    to quarantine/), render each batch's channels while the next one generates. Distributed:
+    #    the same stages in one render-shard flow run per shard on the GPU work pool.
+    facts: dict[str, Any] = {"executor": "prefect"}
+    if executor == "deployments":
+        shards = run_distributed(catalog, config, preview, plan, ctx)
+        plan = replace(plan, problems=[*plan.problems, *shards.problems])
+        masters, renditions = shards.masters, shards.renditions
+        facts = {"executor": "deployments", "shards": shards.shards, "model_loads": shards.model_loads}
+    else:
+        masters, renditions, loads = generate_and_render(plan, ctx)
+        record_timings_task(masters, renditions, loads, ctx)
 
-    # 4. Gather every rendition, then record problems and write the manifest's run report.
-    wait(pending)
-    renditions = [future.result() for future in pending]
-    summary = finish_run_task(ctx, validation, plan, masters, renditions)
+    # 4. Record problems and write the manifest's run report.
+    summary = finish_run_task(ctx, validation, plan, masters, renditions, retired=retired, **facts)
+    if fail_on_problems and summary.exit_code:
+        raise CampaignProblems(
+            f"{len(summary.problems)} row(s) or clip(s) were rejected or failed; "
+            f"see {ctx.out.url}/runs/{ctx.run_id}/report.html"
+        )
     return summary.to_json()
+
+
+class CampaignProblems(RuntimeError):
+    """The run finished, but some rows or clips were rejected or failed (``fail_on_problems``)."""

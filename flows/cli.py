@@ -97,6 +97,9 @@ def run(
     config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
     executor: Annotated[Executor, typer.Option("--executor", help="Where clips are generated.")] = Executor.local,
     preview: Annotated[bool, typer.Option("--preview", help="Quick drafts under <out>/preview.")] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Retire the renditions of rows that left the catalog.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print run.json to stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
@@ -108,13 +111,9 @@ def run(
     except CatalogReadError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    if executor is Executor.deployments:
-        console.print(
-            "[red]error:[/red] the deployments executor needs a Prefect server and the render-shard "
-            "deployment (see deployments/README.md); use --executor local"
-        )
-        raise typer.Exit(2)
     _quiet_prefect(verbose)
+    if executor is Executor.deployments:
+        _check_deployment(settings)
     from flows.campaign import campaign  # imports Prefect: only now that a run really starts
 
     bar = Progress(
@@ -130,7 +129,12 @@ def run(
     try:
         with bar:
             result = campaign(
-                catalog=catalog, out=settings.out, config=str(config) if config else None, preview=preview
+                catalog=catalog,
+                out=settings.out,
+                config=str(config) if config else None,
+                preview=preview,
+                executor=executor.value,
+                prune=prune,
             )
     except ConfigError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
@@ -142,6 +146,34 @@ def run(
     else:
         _print_summary(result)
     raise typer.Exit(result["exit_code"])
+
+
+def _check_deployment(settings: Settings) -> None:
+    """The deployments executor needs a Prefect server and the render-shard deployment on it (else exit 2)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api.url
+    name = settings.scaleout.deployment
+    if not api:
+        console.print(
+            "[red]error:[/red] --executor deployments needs a Prefect server: set PREFECT_API_URL "
+            "(e.g. http://127.0.0.1:4200/api) and deploy deployments/prefect.yaml (see docs); or use --executor local"
+        )
+        raise typer.Exit(2)
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        console.print(
+            f"[red]error:[/red] the Prefect server at {api} has no deployment {name!r}: run "
+            "`prefect deploy --prefect-file deployments/prefect.yaml --all` from the project folder"
+        )
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        console.print(f"[red]error:[/red] cannot reach the Prefect server at {api}: {exc}")
+        raise typer.Exit(2) from None
 
 
 def _print_summary(result: dict) -> None:
@@ -161,11 +193,104 @@ def _print_summary(result: dict) -> None:
         console.print(f"  [yellow]{p['stage']}[/yellow] {escape(f'{where}{clip}{column}: ' + p['message'])}")
     if len(problems) > 20:
         console.print(f"  ... and {len(problems) - 20} more in {out}/rejected/")
+    if result.get("retired"):
+        console.print(f"  {len(result['retired'])} rendition(s) retired (moved to {out}/retired/)")
+    for shard in result.get("shards", []):
+        where = f" on {shard['worker']}" if shard.get("worker") else ""
+        attempts = len(shard["attempts"])
+        console.print(
+            f"  {shard['shard']}: {shard['clips']} clips, {shard['state'].lower()}{where}"
+            + (f" after {attempts} attempts" if attempts > 1 else "")
+        )
     held = [p["details"]["quarantine"] for p in problems if p.get("details", {}).get("quarantine")]
     if held:
         console.print(f"  {len(held)} clip(s) held back under {out}/quarantine/: {escape(', '.join(held))}")
     console.print(f"  safety scores of every row and clip: {out}/scores/")
     console.print(f"  report: {out}/runs/{result['run_id']}/report.html")
+
+
+@app.command()
+def plan(
+    catalog: Annotated[str, typer.Argument(help="Parquet catalog: a path or fsspec URL.")],
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=4096, help="GPU workers to plan for.")] = 1,
+    shards: Annotated[
+        int | None, typer.Option("--shards", min=1, max=4096, help="Shards (default: one per worker).")
+    ] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output root whose timings/ calibrate the estimate.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Workers' device kind: cuda, cpu, mps (default: as recorded).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Estimate GPU time, wall time and the shard layout of a campaign before spending it (no model is loaded)."""
+    from moviegen.costs import load_cost_model
+    from moviegen.presets import channel_presets, styles
+    from moviegen.publish import OutputRoot
+    from moviegen.safety.prompt import screen_catalog
+    from moviegen.shards import plan_shards, work_item
+
+    settings = _settings(config, out=out)
+    policies = _policies(settings)
+    try:
+        table = read_catalog(catalog)
+    except CatalogReadError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    presets = channel_presets(settings.channels)
+    validation = validate_catalog(
+        table, channels=presets, styles=styles(settings.styles), default_model=settings.generation.model
+    )
+    validation = screen_catalog(validation, policies).validation
+    cost = load_cost_model(OutputRoot(settings.out), device)
+    items = [work_item(spec, spec.channels, settings, presets, cost) for spec in validation.specs]
+    layout = plan_shards(items, shards or workers, settings.generation.batch_size, cost, workers=workers)
+    by_model: dict[str, dict] = {}
+    for item in items:
+        entry = by_model.setdefault(item.model, {"clips": 0, "gpu_s": 0.0, "rate": vars(cost.rate(item.model))})
+        entry["clips"] += 1
+        entry["gpu_s"] += item.generate_s
+    report = {
+        "rows": validation.rows,
+        "valid": len(validation.specs),
+        "problems": len(validation.problems),
+        **layout.to_json(),
+        "wall_s": round(layout.makespan_s, 3),
+        "by_model": {m: {**e, "gpu_s": round(e["gpu_s"], 3)} for m, e in sorted(by_model.items())},
+        "cost_model": cost.describe(),
+    }
+    if json_output:
+        stdout.print_json(json.dumps(report))
+        return
+    unit = "GPU" if cost.device != "cpu" else "CPU"
+    table_out = Table("model", "clips", f"{unit} hours", "s per unit", "s per clip", "from")
+    for name, e in report["by_model"].items():
+        r = e["rate"]
+        table_out.add_row(
+            name, str(e["clips"]), f"{e['gpu_s'] / 3600:.2f}", f"{r['per_unit_s']:.3g}", f"{r['per_item_s']:.3g}",
+            r["source"],
+        )  # fmt: skip
+    stdout.print(table_out)
+    shard_table = Table("shard", "clips", "models", f"{unit} s", "estimated s")
+    for s in layout.shards[:64]:
+        shard_table.add_row(s.shard_id, str(len(s.items)), ", ".join(s.models), f"{s.gpu_s:.0f}", f"{s.seconds:.0f}")
+    stdout.print(shard_table)
+    if len(layout.shards) > 64:
+        stdout.print(f"... and {len(layout.shards) - 64} more shards (--json lists them all)")
+    stdout.print(
+        f"{report['valid']} of {report['rows']} rows would run on {cost.device}: "
+        f"{layout.gpu_s / 3600:.2f} {unit} hours; "
+        f"about {_duration(layout.makespan_s)} on {workers} worker(s) in {len(layout.shards)} shard(s) "
+        f"(perfect balance: {_duration(layout.ideal_s)}; efficiency {report['efficiency']:.0%})"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @app.command()

@@ -199,6 +199,21 @@ class InputSettings(BaseModel):
         if bad:
             raise ValueError(f"not a URI scheme: {', '.join(map(repr, bad))} (write e.g. https or s3)")
         return lowered
+class ScaleOutSettings(BaseModel):
+    """The distributed executor (``--executor deployments``): where shards run and how failures are handled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deployment: str = Field("render-shard/render-shard", description="The render-shard deployment: flow/deployment.")
+    work_pool: str = Field("gpu", description="The GPU work pool; its online workers decide the shard count.")
+    shards: int | None = Field(
+        None, ge=1, le=4096, description="Shards per run; default one per online worker of work_pool."
+    )
+    shard_retries: int = Field(1, ge=0, le=10, description="Times a shard that fails or crashes is started again.")
+    shard_timeout_s: float | None = Field(
+        None, gt=0, description="A shard not finished this long after it was started is cancelled and retried."
+    )
+    poll_s: float = Field(2.0, gt=0, le=60, description="Seconds between checks of the shards' states.")
 
 
 class Settings(BaseSettings):
@@ -230,6 +245,7 @@ class Settings(BaseSettings):
     audio: AudioSettings = Field(default_factory=AudioSettings)
     adherence: AdherenceSettings = Field(default_factory=AdherenceSettings)
     inputs: InputSettings = Field(default_factory=InputSettings)
+    scaleout: ScaleOutSettings = Field(default_factory=ScaleOutSettings)
 
     @classmethod
     def settings_customise_sources(

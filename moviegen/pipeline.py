@@ -29,6 +29,7 @@ from moviegen.adherence import AdherenceScore, ScorerError, best_candidate, load
 from moviegen.assets import AssetError, UriPolicy, fetch_asset
 from moviegen.catalog import CatalogReadError, CatalogValidation, read_catalog, validate_catalog
 from moviegen.config import Settings
+from moviegen.costs import GENERATE, LOAD, RENDER, TIMINGS_SCHEMA, timing_row
 from moviegen.delivery import check_delivery
 from moviegen.generate import (
     Device,
@@ -41,16 +42,20 @@ from moviegen.generate import (
     process_pipeline_cache,
 )
 from moviegen.media import MediaError, StreamInfo, write_master
-from moviegen.models.registry import UnknownModelError, resolve_for_task, resolve_model
+from moviegen.models.registry import ModelInfo, UnknownModelError, resolve_for_task, resolve_model
 from moviegen.overlays import FontError
 from moviegen.presets import ChannelPreset, Style, channel_presets, styles
 from moviegen.publish import (
     MANIFEST_SCHEMA,
+    PUBLISHED,
     REJECTED_SCHEMA,
+    RETIRED,
     OutputRoot,
+    latest_renditions,
     new_run_id,
     published_paths,
     published_renditions,
+    retired_paths,
     sha256_file,
     utc_now,
 )
@@ -202,21 +207,7 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
     if ref.location not in revisions:
         revisions[ref.location] = model_revision(ref, settings.cache_dir)
     info = ref.info
-    width, height = info.size_for(spec.aspect)
-    steps = spec.steps or settings.generation.steps or info.steps
-    request = GenerationRequest(
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        seed=spec.seed,
-        width=width,
-        height=height,
-        num_frames=info.frames_for(spec.duration_s),
-        steps=preview_steps(steps) if settings.preview else steps,
-        guidance=spec.guidance if spec.guidance is not None else info.guidance,
-        task=spec.task,
-        fps=info.fps,
-        **conditioning_inputs(spec, ctx.work_dir / "assets"),
-    )
+    request = replace(generation_request(spec, info, settings), **conditioning_inputs(spec, ctx.work_dir / "assets"))
     scorer = None
     if spec.best_of > 1:
         if not settings.adherence.model:
@@ -245,6 +236,28 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
         scorer=scorer,
         options=PipelineOptions.from_settings(settings.generation).identity(),
         audio=audio,
+    )
+
+
+def generation_request(spec: ClipSpec, info: ModelInfo, settings: Settings) -> GenerationRequest:
+    """What a row asks its model for: size, frames, steps and guidance, with the model's defaults filled in.
+
+    Needs no model files and fetches no inputs (``plan_clip`` adds the conditioning), so
+    ``moviegen plan`` sizes a campaign with exactly what a run would generate.
+    """
+    width, height = info.size_for(spec.aspect)
+    steps = spec.steps or settings.generation.steps or info.steps
+    return GenerationRequest(
+        prompt=spec.prompt,
+        negative_prompt=spec.negative_prompt,
+        seed=spec.seed,
+        width=width,
+        height=height,
+        num_frames=info.frames_for(spec.duration_s),
+        steps=preview_steps(steps) if settings.preview else steps,
+        guidance=spec.guidance if spec.guidance is not None else info.guidance,
+        task=spec.task,
+        fps=info.fps,
     )
 
 
@@ -322,6 +335,49 @@ def rendition_key_for(clip: ClipPlan, channel: str, ctx: RunContext) -> str:
     return rendition_key(clip.rendition_source_key, rendition_spec_for(clip, channel, ctx))
 
 
+def prune_campaign(validation: CatalogValidation, ctx: RunContext) -> list[dict[str, Any]]:
+    """``--prune``: retire the published renditions of rows (or channels) that left the catalog.
+
+    Only the campaigns this catalog names are looked at, so one campaign's catalog never retires
+    another's videos. A row still in the catalog keeps its renditions even when it is invalid now
+    (its problem is reported; remove the row to retire them). Returns the manifest rows written.
+    """
+    wanted = {(s.campaign_id, s.clip_id, channel) for s in validation.specs for channel in s.channels}
+    still_listed = {(p.campaign_id, p.clip_id) for p in validation.problems if p.clip_id}
+    campaigns = {s.campaign_id for s in validation.specs} | {p.campaign_id for p in validation.problems}
+    retired = []
+    for key, row in sorted(latest_renditions(ctx.out).items()):
+        campaign_id, clip_id, _ = key
+        if (row["status"] or PUBLISHED) != PUBLISHED or campaign_id not in campaigns:
+            continue
+        if key not in wanted and (campaign_id, clip_id) not in still_listed:
+            retired.append(retire_rendition(row, ctx))
+    return retired
+
+
+def retire_rendition(row: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """Move a rendition's files from ``published/`` to ``retired/`` and append its "retired" manifest row.
+
+    The video moves first (a rename on local disks), so the rendition stops being published at
+    once. A run killed half way is finished by the next ``--prune``: the manifest row is written
+    last and the retired paths depend on the rendition, not on the run.
+    """
+    source = published_paths(row["channel"], row["campaign_id"], row["clip_id"])
+    target = retired_paths(row["channel"], row["campaign_id"], row["clip_id"], row["rendition_key"])
+    for part in ("video", "sidecar", "poster"):
+        ctx.out.move(source[part], target[part])
+    retired = {
+        **row,
+        "run_id": ctx.run_id,
+        "path": "/".join(target["video"]),
+        "status": RETIRED,
+        "supersedes": row["rendition_key"],
+        "published_at": utc_now(),
+    }
+    ctx.out.append_rows("manifest", MANIFEST_SCHEMA, [retired], ctx.run_id)
+    return retired
+
+
 def make_batches(clips: Iterable[ClipPlan], batch_size: int) -> list[list[ClipPlan]]:
     """Group clips that can share one pipeline call (same model, size, frames, steps, guidance)."""
     groups: dict[tuple[Any, ...], list[ClipPlan]] = defaultdict(list)
@@ -349,6 +405,29 @@ class Master:
     gate_seconds: float = 0.0
     soundtrack: Path | None = None  # the generated soundtrack (WAV), when the row has an audio prompt
     seed: int | None = None  # the seed that made it (best-of-N may choose another than the row's)
+
+
+def load_models(clips: Iterable[ClipPlan], ctx: RunContext) -> dict[str, float]:
+    """Load every model the clips need before generating; return seconds per model (for the cost model).
+
+    Loading up front keeps load time out of the first batch's generation time. A model that
+    cannot load is left to ``generate_masters``, which reports it clip by clip.
+    """
+    seconds: dict[str, float] = {}
+    cache = process_pipeline_cache()
+    settings = ctx.settings.generation
+    options = PipelineOptions.from_settings(settings)  # part of the cache key: load what generation will use
+    for clip in {c.model.location: c for c in clips}.values():
+        started = time.perf_counter()
+        loads_before = cache.loads[clip.model.location]
+        try:
+            cache.get(clip.model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, options=options)
+        except Exception as exc:
+            log.warning("model %s did not load ahead of generation: %s", clip.model.requested, exc)
+            continue
+        if cache.loads[clip.model.location] > loads_before:
+            seconds[clip.model.info.name] = time.perf_counter() - started
+    return seconds
 
 
 def master_path(clip: ClipPlan, ctx: RunContext) -> Path:
@@ -627,6 +706,7 @@ def publish_rendition(
     """Put poster, sidecar and video into ``published/`` (video last) and append the manifest row."""
     spec = clip.spec
     paths = published_paths(channel, spec.campaign_id, spec.clip_id)
+    supersedes = superseded_key(paths, key, ctx.out)
     sidecar = {
         "campaign_id": spec.campaign_id,
         "clip_id": spec.clip_id,
@@ -664,12 +744,48 @@ def publish_rendition(
         "seed": spec.seed,
         "style": spec.style,
         "published_at": utc_now(),
+        "status": PUBLISHED,
+        "supersedes": supersedes,
     }
     ctx.out.append_rows("manifest", MANIFEST_SCHEMA, [row], ctx.run_id)
     return row
 
 
+def superseded_key(paths: dict[str, tuple[str, ...]], key: str, out: OutputRoot) -> str | None:
+    """The rendition_key of the published rendition that publishing ``key`` at ``paths`` replaces, if any."""
+    if not out.exists(*paths["video"]):
+        return None
+    previous = (out.read_json(*paths["sidecar"]) or {}).get("rendition_key")
+    return previous if previous != key else None
+
+
 # 5. Record and report --------------------------------------------------------------------------
+
+
+def record_timings(
+    masters: Iterable[Master], renditions: Iterable[Rendition], loads: dict[str, float], ctx: RunContext
+) -> int:
+    """Append what generation, encodes and model loads really took to ``timings/`` (the cost model's data)."""
+    now, device = utc_now(), ctx.device.name
+    rows = [timing_row(ctx.run_id, LOAD, model, None, device, seconds, now) for model, seconds in loads.items()]
+    for m in masters:
+        if m.reused or m.seconds <= 0:
+            continue
+        r, item = m.clip.request, f"{m.clip.spec.campaign_id}/{m.clip.spec.clip_id}"
+        per_candidate = m.seconds / m.clip.best_of  # the cost model prices one generation; best-of-N makes N
+        rows.append(
+            timing_row(ctx.run_id, GENERATE, m.clip.model.info.name, item, device, per_candidate, now,
+                       r.width, r.height, r.num_frames, r.steps)
+        )  # fmt: skip
+    for r in renditions:
+        if r.row is not None and "render" in r.seconds:
+            row, item = r.row, f"{r.clip.spec.campaign_id}/{r.clip.spec.clip_id}"
+            rows.append(
+                timing_row(ctx.run_id, RENDER, r.channel, item, device, r.seconds["render"], now,
+                           row["width"], row["height"], row["frames"])
+            )  # fmt: skip
+    ctx.out.append_rows("timings", TIMINGS_SCHEMA, rows, ctx.run_id)
+    return len(rows)
 
 
 def record_rejections(problems: Iterable[Problem], ctx: RunContext) -> int:
@@ -709,6 +825,8 @@ class RunSummary:
     stage_seconds: dict[str, float]
     model_loads: dict[str, int]
     executor: str = "local"
+    retired: list[dict[str, Any]] = field(default_factory=list)
+    shards: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -729,6 +847,8 @@ class RunSummary:
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "model_loads": self.model_loads,
+            "retired": self.retired,
+            "shards": self.shards,
             "exit_code": self.exit_code,
         }
 
@@ -740,8 +860,15 @@ def finish_run(
     masters: list[Master],
     renditions: list[Rendition],
     executor: str = "local",
+    retired: list[dict[str, Any]] | None = None,
+    shards: list[dict[str, Any]] | None = None,
+    model_loads: dict[str, int] | None = None,
 ) -> RunSummary:
-    """Record clip problems, write ``runs/<run_id>/run.json`` and the report; return the summary."""
+    """Record clip problems, write ``runs/<run_id>/run.json`` and the report; return the summary.
+
+    ``retired`` are the rows ``prune_campaign`` wrote; the distributed executor passes its
+    ``shards`` (where each ran, attempts, state) and the workers' ``model_loads``.
+    """
     problems = [*validation.problems, *plan.problems]
     problems += [m.problem for m in masters if m.problem is not None]
     problems += [r.problem for r in renditions if r.problem is not None]
@@ -765,8 +892,10 @@ def finish_run(
         problems=problems,
         seconds=(utc_now() - ctx.started_at).total_seconds(),
         stage_seconds=dict(stage_seconds),
-        model_loads=dict(process_pipeline_cache().loads),
+        model_loads=dict(process_pipeline_cache().loads) if model_loads is None else model_loads,
         executor=executor,
+        retired=[_jsonable_row(r) for r in retired or []],
+        shards=shards or [],
     )
     ctx.out.write_json(summary.to_json(), "runs", ctx.run_id, "run.json")
     from moviegen.report import render_report_html  # late: keeps the stage imports light
@@ -782,7 +911,9 @@ def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
 # The plain loop --------------------------------------------------------------------------------
 
 
-def run_campaign_plain(catalog_uri: str, settings: Settings, run_id: str | None = None) -> RunSummary:
+def run_campaign_plain(
+    catalog_uri: str, settings: Settings, run_id: str | None = None, prune: bool = False
+) -> RunSummary:
     """Run a whole campaign with no orchestration: the same stages as the Prefect flow, in order.
 
     Generation is sequential on the device; each batch's renditions are encoded on a thread pool
@@ -791,7 +922,9 @@ def run_campaign_plain(catalog_uri: str, settings: Settings, run_id: str | None 
     ctx = start_run(settings, run_id)
     validation = screen_prompts(load_and_validate(catalog_uri, ctx), ctx)
     record_rejections(validation.problems, ctx)
+    retired = prune_campaign(validation, ctx) if prune else []
     plan = plan_campaign(validation.specs, ctx)
+    loads = load_models([clip for clip, _ in plan.todo], ctx)
     progress.start("generate", len(plan.todo))
     progress.start("render", plan.renditions)
     progress.start("publish", plan.renditions)
@@ -807,7 +940,8 @@ def run_campaign_plain(catalog_uri: str, settings: Settings, run_id: str | None 
                 for channel in channels_by_key[master.clip.clip_key]:
                     futures.append(pool.submit(render_and_publish, master, channel, ctx))
         renditions = [f.result() for f in futures]
-    return finish_run(ctx, validation, plan, masters, renditions, executor="plain")
+    record_timings(masters, renditions, loads, ctx)
+    return finish_run(ctx, validation, plan, masters, renditions, executor="plain", retired=retired)
 
 
 __all__ = [
@@ -820,11 +954,16 @@ __all__ = [
     "check_frames",
     "finish_run",
     "generate_masters",
+    "generation_request",
     "load_and_validate",
+    "load_models",
     "make_batches",
     "plan_campaign",
+    "prune_campaign",
     "record_rejections",
+    "record_timings",
     "render_and_publish",
+    "retire_rendition",
     "run_campaign_plain",
     "screen_prompts",
     "start_run",

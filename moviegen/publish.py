@@ -45,8 +45,15 @@ MANIFEST_SCHEMA = pa.schema(
         ("seed", pa.int64()),
         ("style", pa.string()),
         ("published_at", pa.timestamp("us", tz="UTC")),
+        # Refresh history. Parts are never rewritten: a new row records each change instead.
+        # status: "published", or "retired" (moved out of published/ by --prune; path is where it went).
+        # supersedes: the rendition_key this row replaced at the same channel/campaign/clip, if any.
+        ("status", pa.string()),
+        ("supersedes", pa.string()),
     ]
 )
+
+PUBLISHED, RETIRED = "published", "retired"
 
 REJECTED_SCHEMA = pa.schema(
     [
@@ -103,6 +110,15 @@ class OutputRoot:
                 if not SAFE_PART.match(piece) or ".." in piece:
                     raise UnsafePathError(f"unsafe path component {piece!r} under the output root")
         return "/".join([self.root, *parts])
+
+    @property
+    def absolute_url(self) -> str:
+        """The root as a full URL (``file:///abs/path`` for a local folder): what another machine is given."""
+        return self.fs.unstrip_protocol(self.root)
+
+    def url_of(self, relative: str) -> str:
+        """The full URL of a location under the root, given relative to it."""
+        return self.fs.unstrip_protocol(self.path(*relative.split("/")))
 
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self.path(*parts))
@@ -173,17 +189,77 @@ class OutputRoot:
         return sorted(n for n in names if n.endswith(".parquet") and ".tmp-" not in n)
 
     def _read_part(self, name: str, schema: pa.Schema) -> pa.Table:
+        """One part file in ``schema``: columns it predates are read as nulls, unknown ones dropped."""
         with self.fs.open(name, "rb") as f:
-            return pq.read_table(f).select(schema.names).cast(schema)
+            table = pq.read_table(f)
+        for i, column in enumerate(schema):
+            if column.name not in table.column_names:
+                table = table.add_column(i, column.name, pa.nulls(table.num_rows, column.type))
+        return table.select(schema.names).cast(schema)
+
+    def move(self, source: tuple[str, ...], target: tuple[str, ...]) -> bool:
+        """Move a file within the root (a rename on local disks); False when the source is not there."""
+        src, dst = self.path(*source), self.path(*target)
+        if not self.fs.exists(src):
+            return False
+        self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.mv(src, dst)
+        return True
+
+    def read_json(self, *parts: str) -> Any | None:
+        """A JSON file under the root, or None when it is not there."""
+        try:
+            with self.fs.open(self.path(*parts), "rb") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
 
 
-def published_renditions(out: OutputRoot) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """The latest manifest row per (campaign_id, clip_id, channel) whose file is still there."""
+def latest_renditions(out: OutputRoot) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The latest manifest row per (campaign_id, clip_id, channel), whatever its status."""
     table = out.read_rows("manifest", MANIFEST_SCHEMA)
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in sorted(table.to_pylist(), key=lambda r: r["published_at"]):
         latest[(row["campaign_id"], row["clip_id"], row["channel"])] = row
-    return {k: r for k, r in latest.items() if out.fs.exists(f"{out.root}/{r['path']}")}
+    return latest
+
+
+def published_renditions(out: OutputRoot) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The latest manifest row per (campaign_id, clip_id, channel) that is published and whose file is still there."""
+    return {
+        k: r
+        for k, r in latest_renditions(out).items()
+        if (r["status"] or PUBLISHED) == PUBLISHED and out.fs.exists(f"{out.root}/{r['path']}")
+    }
+
+
+def manifest_history(out: OutputRoot) -> list[dict[str, Any]]:
+    """Every manifest row, oldest first, each with what became of it, for audits.
+
+    Adds ``state`` ("current", "superseded" or "retired") and ``superseded_by`` (the run_id of the
+    next row for the same channel, campaign and clip). Rows from before the refresh columns
+    existed read as published.
+    """
+    rows = sorted(out.read_rows("manifest", MANIFEST_SCHEMA).to_pylist(), key=lambda r: r["published_at"])
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        row["status"] = row["status"] or PUBLISHED
+        key = (row["campaign_id"], row["clip_id"], row["channel"])
+        if key in latest:
+            latest[key]["state"], latest[key]["superseded_by"] = "superseded", row["run_id"]
+        row["state"], row["superseded_by"] = ("retired" if row["status"] == RETIRED else "current"), None
+        latest[key] = row
+    return rows
+
+
+def retired_paths(channel: str, campaign_id: str, clip_id: str, rendition_key: str) -> dict[str, tuple[str, ...]]:
+    """Where ``--prune`` moves a rendition's video, sidecar and poster (one folder per clip, named by key)."""
+    base = ("retired", channel, campaign_id, clip_id)
+    return {
+        "video": (*base, f"{rendition_key}.mp4"),
+        "sidecar": (*base, f"{rendition_key}.json"),
+        "poster": (*base, f"{rendition_key}.jpg"),
+    }
 
 
 def published_paths(channel: str, campaign_id: str, clip_id: str) -> dict[str, tuple[str, ...]]:

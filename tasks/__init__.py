@@ -7,9 +7,12 @@ Idempotency comes from clip and rendition keys, not from Prefect's cache, so cac
 from tasks.stages import (
     finish_run_task,
     generate_batch_task,
+    load_models_task,
     plan_campaign_task,
     prompt_gate_task,
+    prune_task,
     record_rejections_task,
+    record_timings_task,
     render_publish_task,
     validate_catalog_task,
 )
@@ -17,9 +20,12 @@ from tasks.stages import (
 __all__ = [
     "finish_run_task",
     "generate_batch_task",
+    "load_models_task",
     "plan_campaign_task",
     "prompt_gate_task",
+    "prune_task",
     "record_rejections_task",
+    "record_timings_task",
     "render_publish_task",
     "validate_catalog_task",
 ]

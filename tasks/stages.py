@@ -30,10 +30,22 @@ def record_rejections_task(problems: list[Problem], ctx: RunContext) -> int:
     return pipeline.record_rejections(problems, ctx)
 
 
+@task(name="prune", cache_policy=NO_CACHE, persist_result=False)
+def prune_task(validation: CatalogValidation, ctx: RunContext) -> list[dict]:
+    """Retire the published renditions of rows that left the catalog (moves files within the output root)."""
+    return pipeline.prune_campaign(validation, ctx)
+
+
 @task(name="plan-campaign", cache_policy=NO_CACHE, persist_result=False)
 def plan_campaign_task(specs: list[ClipSpec], ctx: RunContext) -> CampaignPlan:
     """Resolve models and leave out renditions that are already published."""
     return pipeline.plan_campaign(specs, ctx)
+
+
+@task(name="load-models", tags=["gpu"], cache_policy=NO_CACHE, persist_result=False)
+def load_models_task(clips: list[ClipPlan], ctx: RunContext) -> dict[str, float]:
+    """Load the models the clips need onto the run's device, once per process (GPU memory, disk reads)."""
+    return pipeline.load_models(clips, ctx)
 
 
 def _batch_run_name() -> str:
@@ -69,6 +81,14 @@ def render_publish_task(master: Master, channel: str, ctx: RunContext) -> Rendit
     return pipeline.render_and_publish(master, channel, ctx)
 
 
+@task(name="record-timings", cache_policy=NO_CACHE, persist_result=False)
+def record_timings_task(
+    masters: list[Master], renditions: list[Rendition], loads: dict[str, float], ctx: RunContext
+) -> int:
+    """Append what generation, encodes and model loads took to ``timings/`` (the cost model's data)."""
+    return pipeline.record_timings(masters, renditions, loads, ctx)
+
+
 @task(name="finish-run", cache_policy=NO_CACHE, persist_result=False)
 def finish_run_task(
     ctx: RunContext,
@@ -76,6 +96,12 @@ def finish_run_task(
     plan: CampaignPlan,
     masters: list[Master],
     renditions: list[Rendition],
+    executor: str = "prefect",
+    retired: list[dict] | None = None,
+    shards: list[dict] | None = None,
+    model_loads: dict[str, int] | None = None,
 ) -> RunSummary:
     """Record clip problems and write run.json and the report."""
-    return pipeline.finish_run(ctx, validation, plan, masters, renditions, executor="prefect")
+    return pipeline.finish_run(
+        ctx, validation, plan, masters, renditions, executor, retired=retired, shards=shards, model_loads=model_loads
+    )

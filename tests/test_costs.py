@@ -1,0 +1,120 @@
+"""The cost model: fitting recorded timings, priors, and ``moviegen plan``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import row
+
+from moviegen.costs import (
+    GENERATE,
+    LOAD,
+    RENDER,
+    SHARD,
+    TIMINGS_SCHEMA,
+    CostModel,
+    fit_rate,
+    load_cost_model,
+    timing_row,
+    work_units,
+)
+from moviegen.publish import OutputRoot, utc_now
+
+MOVIEGEN = str(Path(sys.executable).with_name("moviegen"))
+
+
+def test_fit_recovers_rate_and_fixed_cost():
+    samples = [(u, 3.0 * u + 0.5) for u in (0.1, 0.2, 0.4, 0.8)]
+    rate = fit_rate(samples, "test")
+    assert rate.per_unit_s == pytest.approx(3.0) and rate.per_item_s == pytest.approx(0.5)
+    assert rate.samples == 4 and rate.seconds(1.0) == pytest.approx(3.5)
+    # One size only: everything is charged per unit.
+    same = fit_rate([(0.2, 1.0), (0.2, 1.2)], "test")
+    assert same.per_item_s == 0 and same.seconds(0.2) == pytest.approx(1.1)
+    assert fit_rate([], "test") is None
+
+
+def _record(out: OutputRoot, rows: list[dict]) -> None:
+    out.append_rows("timings", TIMINGS_SCHEMA, rows, "run-x")
+
+
+def test_load_cost_model_calibrates_from_timings_and_keeps_priors_for_the_rest(tmp_path):
+    out = OutputRoot(str(tmp_path))
+    now = utc_now()
+    rows = [
+        timing_row(
+            "r", GENERATE, "tiny-wan", f"c/{f}", "cuda:1", 2.0 * work_units(480, 272, f, 2) + 0.1, now, 480, 272, f, 2
+        )
+        for f in (17, 33, 49)
+    ]
+    rows += [
+        timing_row("r", RENDER, "x", f"c/{n}", "cuda", 0.5 + 0.01 * work_units(1280, 720, n), now, 1280, 720, n)
+        for n in (30, 60)
+    ]
+    rows += [timing_row("r", SHARD, None, f"shard-{s}", "cuda", s, now) for s in (5.0, 6.0, 30.0)]
+    rows += [timing_row("r", LOAD, "tiny-wan", None, "cuda", 1.5, now)]
+    rows += [timing_row("r", GENERATE, "tiny-wan", "c/x", "cpu", 99.0, now, 480, 272, 17, 2)]  # another device
+    _record(out, rows)
+    cost = load_cost_model(out, "cuda")
+    tiny = cost.rate("tiny-wan")
+    assert tiny.per_unit_s == pytest.approx(2.0) and tiny.per_item_s == pytest.approx(0.1)
+    assert tiny.source == "calibrated from 3 clips"
+    assert cost.render.per_unit_s == pytest.approx(0.01) and cost.render.per_item_s == pytest.approx(0.5)
+    assert cost.shard_s == 6.0 and cost.shard_samples == 3  # the median: one slow start is noise
+    assert cost.model_load_s("tiny-wan") == 1.5
+    assert cost.rate("wan2.1-t2v-1.3b").source == "prior"
+    # Without a device: the kind most recorded clips ran on.
+    assert load_cost_model(out).device == "cuda"
+    assert load_cost_model(OutputRoot(str(tmp_path / "empty"))).device == "cuda"
+    assert load_cost_model(out, "cpu").rate("tiny-wan").seconds(work_units(480, 272, 17, 2)) == pytest.approx(99.0)
+
+
+def test_unknown_models_are_priced_as_the_slowest_known_one():
+    cost = CostModel(device="cuda")
+    assert cost.rate("someone/wan-finetune") == max(
+        (cost.rate(m) for m in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b")), key=lambda r: r.per_unit_s
+    )
+
+
+def test_plan_command_prints_estimate_and_layout(tmp_path, catalog_file):
+    catalog = catalog_file(
+        [row(f"s{i}", duration_s=1.0) for i in range(6)]
+        + [row(f"l{i}", duration_s=5.0, model="wan2.1-t2v-1.3b", channels=["tiktok", "youtube"]) for i in range(3)]
+        + [row("bad", channels=["fax"])]
+    )
+    out = tmp_path / "out"
+    now = utc_now()
+    _record(
+        OutputRoot(str(out)),
+        [timing_row("r", GENERATE, "wan2.1-t2v-1.3b", "c/l0", "cuda", 100.0, now, 832, 480, 81, 50)],
+    )
+    env = {**os.environ}
+    result = subprocess.run(
+        [MOVIEGEN, "plan", str(catalog), "--workers", "3", "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert (plan["rows"], plan["valid"], plan["problems"], plan["workers"]) == (10, 9, 1, 3)
+    assert plan["cost_model"]["device"] == "cuda"
+    big = plan["by_model"]["wan2.1-t2v-1.3b"]
+    assert big["clips"] == 3 and big["gpu_s"] == pytest.approx(300.0, rel=0.01)
+    assert big["rate"]["source"] == "calibrated from 1 clips"
+    assert len(plan["shards"]) == 3
+    assert sorted(r for s in plan["shards"] for r in s["rows"]) == list(range(9))
+    # Each worker gets one of the three long clips.
+    assert sorted(sum(r >= 6 for r in s["rows"]) for s in plan["shards"]) == [1, 1, 1]
+    assert plan["wall_s"] >= plan["ideal_s"] and 0 < plan["efficiency"] <= 1
+
+    human = subprocess.run(
+        [MOVIEGEN, "plan", str(catalog), "-w", "3", "--out", str(out)], capture_output=True, text=True
+    )
+    assert human.returncode == 0, human.stderr
+    assert "9 of 10 rows would run on cuda" in human.stdout and "shard-002" in human.stdout
