@@ -1,8 +1,9 @@
 """Invisible watermark: a 32-bit RivaGAN mark embedded fast into every rendition, and verified in the file.
 
 Problem: invisible-watermark's RivaGAN loop runs its ONNX encoder on every frame at full resolution
-(about 8 s per 1080x1920 frame here) and imports torch to do it. Solution: run the two ONNX graphs
-that ship inside the package straight through onnxruntime, on frames scaled down to a small working
+(about 8 s per 1080x1920 frame here) and imports torch to do it. Solution: run the two networks
+that ship inside the package through onnxruntime (rebuilt as 2-D graphs by ``moviegen.rivagan``,
+the encoder's costliest layer made separable), on frames scaled down to a small working
 size derived from the frame's own dimensions (short side 144), batched through the graphs' dynamic
 batch axis, and scale only the watermark residual back up to full size (Meta Video Seal's approach).
 Three further steps make it robust at that size (each measured in benchmarks/bench_watermark.py):
@@ -18,7 +19,8 @@ The payload is 24 bits of identifier (a hash of clip_key and channel) and an 8-b
 payload found in the wild leads back to its manifest row and a random word rarely passes the check.
 See ``reading_from_logits`` for when a reading counts as verified and what a chance match costs.
 
-Nothing here imports torch or imwatermark's Python module: the .onnx files are located on disk.
+Nothing here imports torch or imwatermark's Python module: the .onnx files are located on disk and
+their weights read from them.
 """
 
 from __future__ import annotations
