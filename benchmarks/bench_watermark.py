@@ -15,6 +15,7 @@ Run: .venv/bin/python benchmarks/bench_watermark.py [--frames 32] [--baseline-fr
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -137,6 +138,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-watermark-"))
     marker = wm.Watermarker()
     print(f"onnxruntime provider: {marker.provider}; working size for {W}x{H}: {wm.working_size(W, H)}")
+    print(f"load average at start (1, 5, 15 min; {os.cpu_count()} cores): {os.getloadavg()}", flush=True)
 
     # 1. Speed, side by side on the same frames: each clip's embed is followed by the library loop on
     #    one of its frames, so both see the same machine load.
@@ -225,6 +227,7 @@ def main() -> int:
         flag = "FALSE POSITIVE" if matched else ""
         check = "ok" if reading.check_ok else "--"
         print(f"   {name:22s} {size:9s} agreement {reading.bit_accuracy:.3f} check {check} best {best:.3f} {flag}")
+    print(f"load average at the end (1, 5, 15 min): {os.getloadavg()}")
     return 0 if fps_found == 0 else 1
 
 
