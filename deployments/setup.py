@@ -23,7 +23,7 @@ Solution: one idempotent script, run once per server (and again after changing a
 
 The same with Prefect's CLI: `prefect work-pool create gpu --type process`, `prefect work-pool
 set-concurrency-limit gpu 8`, `prefect work-pool create campaign --type process`, `prefect
-automation create --from-file <the automation as YAML>` (see docs/README-issue10.md).
+automation create --from-file <the automation as YAML>` (see docs/scale-out.md).
 """
 
 from __future__ import annotations
