@@ -62,6 +62,7 @@ from moviegen.render import (
     set_encode_slots,
     write_poster,
 )
+from moviegen.report import clip_records, run_counts, write_report
 from moviegen.safety import (
     SCORES_SCHEMA,
     PolicySet,
@@ -127,6 +128,7 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
 
 def load_and_validate(catalog_uri: str, ctx: RunContext) -> CatalogValidation:
     """Read the catalog and check every row; raises CatalogReadError when it cannot be read at all."""
+    started = time.perf_counter()
     table = read_catalog(catalog_uri)
     validation = validate_catalog(
         table,
@@ -134,6 +136,7 @@ def load_and_validate(catalog_uri: str, ctx: RunContext) -> CatalogValidation:
         styles=ctx.styles,
         default_model=ctx.settings.generation.model,
     )
+    validation.seconds["validate"] = time.perf_counter() - started
     progress.start("validate", validation.rows)
     progress.advance("validate", validation.rows)
     return validation
@@ -145,6 +148,8 @@ def screen_prompts(validation: CatalogValidation, ctx: RunContext) -> CatalogVal
     Returns the validation with blocked rows moved to problems (stage ``prompt``); every checked
     row's scores go to ``scores/``, so a reviewer also sees why a row passed.
     """
+    started = time.perf_counter()
+    progress.start("prompt_gate", len(validation.specs))
     screening = screen_catalog(validation, ctx.policies)
     rows = []
     for v in screening.verdicts:
@@ -154,7 +159,8 @@ def screen_prompts(validation: CatalogValidation, ctx: RunContext) -> CatalogVal
             score_row(ctx.run_id, spec.campaign_id, spec.clip_id, spec.row, "prompt", v.passed, rule, v.policy, scores)
         )
     record_scores(ctx.out, rows, ctx.run_id)
-    return screening.validation
+    progress.advance("prompt_gate", len(validation.specs))
+    return replace(screening.validation, seconds={**validation.seconds, "prompt_gate": time.perf_counter() - started})
 
 
 # 2. Plan ---------------------------------------------------------------------------------------
@@ -167,6 +173,7 @@ class CampaignPlan:
     todo: list[tuple[ClipPlan, tuple[str, ...]]] = field(default_factory=list)
     already_published: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def renditions(self) -> int:
@@ -280,7 +287,11 @@ def preview_steps(steps: int) -> int:
 
 
 def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
-    """Plan every valid row and leave out renditions already published with the same rendition key."""
+    """Plan every valid row and leave out renditions already published with the same rendition key.
+
+    Announces how many clips and renditions the later stages will handle (progress events).
+    """
+    started = time.perf_counter()
     plan = CampaignPlan()
     published = published_renditions(ctx.out)
     revisions: dict[str, str] = {}
@@ -307,6 +318,10 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
                 missing.append(channel)
         if missing:
             plan.todo.append((clip, tuple(missing)))
+    plan.seconds = time.perf_counter() - started
+    for stage, total in (("generate", len(plan.todo)), ("frame_gate", len(plan.todo)),
+                         ("render", plan.renditions), ("publish", plan.renditions)):  # fmt: skip
+        progress.start(stage, total)
     return plan
 
 
@@ -494,6 +509,13 @@ def check_frames(master: Master, ctx: RunContext, frames: np.ndarray | None = No
     """
     if master.path is None:
         return master
+    checked = _gate_frames(master, ctx, frames)
+    progress.advance("frame_gate")
+    return checked
+
+
+def _gate_frames(master: Master, ctx: RunContext, frames: np.ndarray | None) -> Master:
+    assert master.path is not None
     clip, spec = master.clip, master.clip.spec
     policy = ctx.policies.for_campaign(spec.campaign_id)
     started = time.perf_counter()
@@ -707,6 +729,9 @@ class RunSummary:
     stage_seconds: dict[str, float]
     model_loads: dict[str, int]
     executor: str = "local"
+    clips: list[dict[str, Any]] = field(default_factory=list)  # one record per catalog row (moviegen.report)
+    started_at: datetime | None = None
+    report: dict[str, Any] = field(default_factory=dict)  # where the HTML report went and what it cost
 
     @property
     def exit_code(self) -> int:
@@ -728,6 +753,10 @@ class RunSummary:
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "model_loads": self.model_loads,
             "exit_code": self.exit_code,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "counts": run_counts(self.clips, len(self.published), self.already_published),
+            "clips": self.clips,
+            "report": self.report,
         }
 
 
@@ -739,14 +768,18 @@ def finish_run(
     renditions: list[Rendition],
     executor: str = "local",
 ) -> RunSummary:
-    """Record clip problems, write ``runs/<run_id>/run.json`` and the report; return the summary."""
+    """Record clip problems, write the report and ``runs/<run_id>/run.json``; return the summary.
+
+    run.json keeps one record per catalog row (status, channels, gates, seconds per stage) and
+    ``report.html`` shows the same facts with contact sheets (``moviegen.report``).
+    """
     problems = [*validation.problems, *plan.problems]
     problems += [m.problem for m in masters if m.problem is not None]
     problems += [r.problem for r in renditions if r.problem is not None]
     record_rejections(problems[len(validation.problems) :], ctx)
     ctx.out.compact_run("manifest", MANIFEST_SCHEMA, ctx.run_id)
     ctx.out.compact_run("scores", SCORES_SCHEMA, ctx.run_id)
-    stage_seconds: dict[str, float] = defaultdict(float)
+    stage_seconds: dict[str, float] = defaultdict(float, {**validation.seconds, "plan": plan.seconds})
     for m in masters:
         stage_seconds["generate"] += m.seconds
         stage_seconds["frame_gate"] += m.gate_seconds
@@ -765,11 +798,11 @@ def finish_run(
         stage_seconds=dict(stage_seconds),
         model_loads=dict(process_pipeline_cache().loads),
         executor=executor,
+        clips=clip_records(ctx.out, ctx.run_id, validation, plan, masters, renditions, problems),
+        started_at=ctx.started_at,
     )
+    summary.report = write_report(ctx.out, summary.to_json())
     ctx.out.write_json(summary.to_json(), "runs", ctx.run_id, "run.json")
-    from moviegen.report import render_report_html  # late: keeps the stage imports light
-
-    ctx.out.write_bytes(render_report_html(summary.to_json()).encode(), "runs", ctx.run_id, "report.html")
     return summary
 
 
@@ -790,9 +823,6 @@ def run_campaign_plain(catalog_uri: str, settings: Settings, run_id: str | None 
     validation = screen_prompts(load_and_validate(catalog_uri, ctx), ctx)
     record_rejections(validation.problems, ctx)
     plan = plan_campaign(validation.specs, ctx)
-    progress.start("generate", len(plan.todo))
-    progress.start("render", plan.renditions)
-    progress.start("publish", plan.renditions)
     channels_by_key = {clip.clip_key: channels for clip, channels in plan.todo}
     masters: list[Master] = []
     futures = []
