@@ -13,6 +13,7 @@ from prefect import flow
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.artifacts import ProgressTracker, publish_run_artifacts
 from moviegen.config import load_settings
 from moviegen.pipeline import Master, Rendition, make_batches, start_run
 from tasks import (
@@ -43,6 +44,7 @@ def campaign(
     """
     settings = load_settings(config, out=out, preview=preview or None)
     ctx = start_run(settings, run_id)
+    tracker = ProgressTracker(ctx.run_id)  # the run's progress, in the Prefect UI while it goes
 
     # 1. Load the catalog, validate every row and run the prompt gate; rows that fail either go
     #    to rejected/ and the rest go on.
@@ -64,8 +66,12 @@ def campaign(
                 for channel in channels_by_key[master.clip.clip_key]:
                     pending.append(render_publish_task.submit(master, channel, ctx))
 
-    # 4. Gather every rendition, then record problems and write the manifest's run report.
+    # 4. Gather every rendition, then record problems and write run.json and the report.
     wait(pending)
     renditions = [future.result() for future in pending]
     summary = finish_run_task(ctx, validation, plan, masters, renditions)
-    return summary.to_json()
+    result = summary.to_json()
+
+    # 5. The same summary in the Prefect UI: a table of clips and a markdown summary.
+    publish_run_artifacts(result, tracker)
+    return result
