@@ -65,6 +65,12 @@ class ProgressTracker:
                 self.counts.advance(stage, amount)
             self._push()
 
+    def drop(self, stage: str, amount: int = 1) -> None:
+        if flow_run.id == self.flow_run_id:
+            with self._lock:
+                self.counts.drop(stage, amount)
+            self._push()
+
     def _push(self, final: bool = False) -> None:
         with self._lock:
             now = time.monotonic()

@@ -15,7 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import ProgressTracker, publish_run_artifacts
 from moviegen.config import load_settings
-from moviegen.pipeline import Master, Rendition, make_batches, start_run
+from moviegen.pipeline import Master, Rendition, make_batches, renditions_to_make, start_run
 from tasks import (
     finish_run_task,
     generate_batch_task,
@@ -62,9 +62,8 @@ def campaign(
     for batch in make_batches([clip for clip, _ in plan.todo], settings.generation.batch_size):
         for master in generate_batch_task(batch, ctx):
             masters.append(master)
-            if master.path is not None:
-                for channel in channels_by_key[master.clip.clip_key]:
-                    pending.append(render_publish_task.submit(master, channel, ctx))
+            for channel in renditions_to_make(master, channels_by_key[master.clip.clip_key]):
+                pending.append(render_publish_task.submit(master, channel, ctx))
 
     # 4. Gather every rendition, then record problems and write run.json and the report.
     wait(pending)

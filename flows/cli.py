@@ -86,6 +86,12 @@ class _RichProgress:
             self.start(stage, 0)
         self.bar.advance(self.tasks[stage], amount)
 
+    def drop(self, stage: str, amount: int = 1) -> None:
+        if stage in self.tasks:
+            task = self.tasks[stage]
+            total = next(t.total for t in self.bar.tasks if t.id == task) or 0
+            self.bar.update(task, total=max(0, total - amount))
+
 
 @app.command()
 def run(

@@ -15,7 +15,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -594,6 +594,7 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
         rendition = rendition_spec_for(clip, channel, ctx)
         key = rendition_key(clip.rendition_source_key, rendition)
     except (AssetError, FontError) as exc:
+        _drop_unreached(timings)
         return Rendition(clip, channel, problem=clip_problem(clip, "render", _rule(exc), str(exc), channel))
     scratch = ctx.work_dir / "renders" / key
     video = scratch / f"{spec.clip_id}.mp4"
@@ -623,7 +624,25 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
         return Rendition(clip, channel, seconds=timings, problem=problem)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        _drop_unreached(timings)
     return Rendition(clip, channel, row=row, seconds=timings)
+
+
+def renditions_to_make(master: Master, channels: Sequence[str]) -> tuple[str, ...]:
+    """The channels to render for a generated clip: all of them, or none when the clip was held back
+    (its renditions then leave the render and publish progress totals)."""
+    if master.path is not None:
+        return tuple(channels)
+    for stage in ("render", "publish"):
+        progress.drop(stage, len(channels))
+    return ()
+
+
+def _drop_unreached(timings: dict[str, float]) -> None:
+    # A rendition that stopped early (asset, render or delivery problem) never reaches the later stages.
+    for stage in ("render", "publish"):
+        if stage not in timings:
+            progress.drop(stage)
 
 
 def with_soundtrack(rendition: RenditionSpec, master: Master, ctx: RunContext) -> RenditionSpec:
@@ -830,9 +849,7 @@ def run_campaign_plain(catalog_uri: str, settings: Settings, run_id: str | None 
         for batch in make_batches([clip for clip, _ in plan.todo], settings.generation.batch_size):
             for master in generate_masters(batch, ctx):
                 masters.append(master)
-                if master.path is None:
-                    continue
-                for channel in channels_by_key[master.clip.clip_key]:
+                for channel in renditions_to_make(master, channels_by_key[master.clip.clip_key]):
                     futures.append(pool.submit(render_and_publish, master, channel, ctx))
         renditions = [f.result() for f in futures]
     return finish_run(ctx, validation, plan, masters, renditions, executor="plain")
@@ -853,6 +870,7 @@ __all__ = [
     "plan_campaign",
     "record_rejections",
     "render_and_publish",
+    "renditions_to_make",
     "run_campaign_plain",
     "screen_prompts",
     "start_run",

@@ -18,6 +18,8 @@ class ProgressListener(Protocol):
 
     def advance(self, stage: str, amount: int = 1) -> None: ...
 
+    def drop(self, stage: str, amount: int = 1) -> None: ...
+
 
 log = logging.getLogger(__name__)
 _listeners: list[ProgressListener] = []
@@ -73,12 +75,22 @@ def advance(stage: str, amount: int = 1) -> None:
         _notify("advance", stage, amount)
 
 
+def drop(stage: str, amount: int = 1) -> None:
+    """Report that ``amount`` items announced for a stage will not reach it after all (a clip held
+    back, a render that failed): the stage's total shrinks, so its bar still completes."""
+    if _listeners:
+        _notify("drop", stage, amount)
+
+
 def _notify(method: str, stage: str, count: int) -> None:
-    # A listener that fails (a UI gone, an API hiccup) is logged and never stops the stage reporting.
+    # A listener that fails (a UI gone, an API hiccup) is logged and never stops the stage reporting;
+    # one without the method (written before ``drop`` existed) is skipped.
     with _lock:
         for listener in _listeners:
             try:
-                getattr(listener, method)(stage, count)
+                handler = getattr(listener, method, None)
+                if handler is not None:
+                    handler(stage, count)
             except Exception as exc:
                 log.warning("progress listener %s failed: %s", type(listener).__name__, exc)
 
@@ -101,6 +113,10 @@ class StageCounts:
     def advance(self, stage: str, amount: int = 1) -> None:
         self.totals.setdefault(stage, 0)
         self.done[stage] = self.done.get(stage, 0) + amount
+
+    def drop(self, stage: str, amount: int = 1) -> None:
+        self.totals[stage] = max(0, self.totals.get(stage, 0) - amount)
+        self.done.setdefault(stage, 0)
 
     def fraction(self) -> float:
         """How far the run is, from 0 to 1."""

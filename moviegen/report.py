@@ -388,11 +388,13 @@ white-space:nowrap}.published,.pass{background:var(--ok)}.already_published,.not
 .rejected,.failed,.fail{background:var(--bad)}.text{max-width:280px;overflow-wrap:anywhere}
 .chip{display:inline-block;border:1px solid var(--line);border-radius:4px;padding:0 5px;margin:1px 2px 1px 0;
 font-size:12px;white-space:nowrap}.chip.fail{color:#fff;border-color:var(--bad)}
-.sheets{display:flex;flex-wrap:wrap;gap:14px}figure{margin:0;background:#fff;border:1px solid var(--line);
+.sheets{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
+figure{margin:0;background:#fff;border:1px solid var(--line);
 border-radius:8px;padding:8px;max-width:100%}figure img{display:block;max-width:100%;height:auto}
 figcaption{font-size:12px;margin-top:4px;max-width:640px;overflow-wrap:anywhere}
 details pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:11px;max-width:420px}
-code{font-size:12px;overflow-wrap:anywhere}ul.channels{margin:0;padding-left:16px}
+code{font-size:12px;overflow-wrap:anywhere}td.id{white-space:nowrap}td.id code{overflow-wrap:normal}
+ul.channels{margin:0;padding-left:16px}
 """
 
 
@@ -505,8 +507,8 @@ def _clips_table(clips: list[dict[str, Any]], scores: dict[tuple[Any, Any], dict
         if c.get("caption"):
             text += f"<br><small>caption: {esc(c['caption'])}</small>"
         body.append(
-            f"<tr><td class=num>{esc(c.get('row'))}</td><td><code>{esc(c.get('campaign_id'))}/"
-            f"{esc(c.get('clip_id'))}</code></td><td>{_badge(c.get('status'))}{reason}</td>"
+            f"<tr><td class=num>{esc(c.get('row'))}</td><td class=id><small>{esc(c.get('campaign_id'))}</small>"
+            f"<br><code>{esc(c.get('clip_id'))}</code></td><td>{_badge(c.get('status'))}{reason}</td>"
             f"<td>{_channels(c.get('channels', {}))}</td><td>{gates}</td><td>{seconds}</td>"
             f'<td class="text">{text}</td></tr>'
         )
@@ -577,9 +579,15 @@ def _problems_table(problems: list[dict[str, Any]]) -> str:
         f"<tr><td class=num>{esc(p.get('row'))}</td><td><code>{esc(p.get('campaign_id'))}/{esc(p.get('clip_id'))}"
         f"</code></td><td>{esc(p.get('column'))}</td><td>{esc(p.get('stage'))}</td><td>{esc(p.get('rule'))}</td>"
         f'<td class="text">{esc(p.get("message"))}</td></tr>'
-        for p in problems
+        for p in sorted(problems, key=_by_row)
     )
     return f"<table>{head}{body}</table>"
+
+
+def _by_row(problem: dict[str, Any]) -> tuple[bool, int]:
+    # Catalog order; problems of the catalog as a whole (no row) first.
+    row = problem.get("row")
+    return (row is not None, row if isinstance(row, int) else -1)
 
 
 # 3. The same summary for the Prefect UI ----------------------------------------------------------
