@@ -63,6 +63,9 @@ def _policies(settings: Settings) -> PolicySet:
 def _quiet_prefect(verbose: bool) -> None:
     """Prefect settings for a terminal run; they must be set before prefect is imported."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral API starts in about 6 s on an idle laptop; Prefect's 20 s default is too short
+    # for a busy one (seen at 2 cores with a load of 18).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_EXTRA_LEVEL", "WARNING")
@@ -136,6 +139,16 @@ def run(
             )
     except ConfigError as exc:
         console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except RuntimeError as exc:
+        if "ephemeral Prefect API" not in str(exc):
+            raise
+        console.print(
+            "[red]error:[/red] the built-in Prefect API did not start in time "
+            f"({os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS')} s); nothing ran. On a busy "
+            "machine raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start `prefect server start` "
+            "and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
         raise typer.Exit(2) from None
     if json_output:
         stdout.print_json(json.dumps(result))

@@ -41,7 +41,7 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
   else
-    echo "setup: cannot apt-get ${apt_packages[*]} (without ffmpeg moviegen falls back to imageio-ffmpeg's bundled one; without chromium the report's browser test is skipped)." >&2
+    echo "setup: cannot apt-get ${apt_packages[*]} (without ffmpeg moviegen falls back to imageio-ffmpeg's bundled one; without chromium the report's browser test is skipped, or fails when CI is set)." >&2
   fi
 fi
 
