@@ -398,6 +398,9 @@ def generate_masters(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
                         results[clip.clip_key] = _failed(clip, "generate", single_exc)
     masters = add_soundtracks([results[clip.clip_key] for clip in batch], ctx)
     progress.advance("generate", len(batch))
+    failed = sum(1 for m in masters if m.problem is not None and m.problem.stage == "generate")
+    if failed:  # a clip that could not be generated never reaches the frame gate
+        progress.drop("frame_gate", failed)
     return masters
 
 
