@@ -178,7 +178,7 @@ def _print_summary(result: dict) -> None:
         console.print("  seconds per stage: " + ", ".join(f"{label(k)} {v:.1f}" for k, v in stages))
     if published:
         console.print(f"  published under {out}/published/  manifest: {out}/manifest/")
-    for p in problems[:20]:
+    for p in sorted(problems, key=lambda p: (p["row"] is not None, p["row"] or 0))[:20]:  # catalog order
         where = f"row {p['row']}" if p["row"] is not None else "catalog"
         clip = f" {p['clip_id']}" if p["clip_id"] else ""
         column = f" [{p['column']}]" if p["column"] else ""
