@@ -92,6 +92,7 @@ def orchestration(clips: int, repeats: int) -> dict:
             **os.environ,
             "PREFECT_HOME": str(folder / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "HF_HUB_OFFLINE": "1",
         }

@@ -7,6 +7,7 @@ generation. The number of encodes running at once is capped by ``render_workers`
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import flow
@@ -16,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.artifacts import ProgressTracker, publish_run_artifacts
 from moviegen.config import load_settings
 from moviegen.pipeline import Master, Rendition, make_batches, renditions_to_make, start_run
+from moviegen.redact import install_log_redaction
 from tasks import (
     finish_run_task,
     generate_batch_task,
@@ -43,6 +45,8 @@ def campaign(
     Returns run.json's facts; the run's exit status is ``result["exit_code"]``.
     """
     settings = load_settings(config, out=out, preview=preview or None)
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # also when a worker runs the flow
+        install_log_redaction(logging.getLogger(name))
     ctx = start_run(settings, run_id)
     tracker = ProgressTracker(ctx.run_id)  # the run's progress, in the Prefect UI while it goes
 

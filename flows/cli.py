@@ -47,7 +47,7 @@ def _settings(config: Path | None, **overrides) -> Settings:
     try:
         return load_settings(config, **overrides)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -56,16 +56,16 @@ def _policies(settings: Settings) -> PolicySet:
     try:
         return load_policies(settings.safety.policy, settings.safety.campaign_policies)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
 def _quiet_prefect(verbose: bool) -> None:
     """Prefect settings for a terminal run; they must be set before prefect is imported."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The ephemeral API starts in about 6 s on an idle laptop; Prefect's 20 s default is too short
-    # for a busy one (seen at 2 cores with a load of 18).
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # The ephemeral API's default 20 s start-up limit is too short for a first start (database
+    # migrations) on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_EXTRA_LEVEL", "WARNING")
@@ -112,7 +112,7 @@ def run(
     try:
         read_catalog(catalog)  # fail fast, before the Prefect API starts
     except CatalogReadError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if executor is Executor.deployments:
         console.print(
@@ -138,7 +138,7 @@ def run(
                 catalog=catalog, out=settings.out, config=str(config) if config else None, preview=preview
             )
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except RuntimeError as exc:
         if "ephemeral Prefect API" not in str(exc):
@@ -159,7 +159,7 @@ def run(
 
 def _print_summary(result: dict) -> None:
     published, problems = result["published"], result["problems"]
-    out = result["out"]
+    out = escape(result["out"])
     console.print(
         f"[bold]run {result['run_id']}[/bold]: {len(published)} renditions published, "
         f"{result['already_published']} already published, {len(problems)} rejected or failed "
@@ -182,13 +182,12 @@ def _print_summary(result: dict) -> None:
         where = f"row {p['row']}" if p["row"] is not None else "catalog"
         clip = f" {p['clip_id']}" if p["clip_id"] else ""
         column = f" [{p['column']}]" if p["column"] else ""
-        # Catalog text is printed literally: "[...]" in it is not rich markup.
-        console.print(f"  [yellow]{p['stage']}[/yellow] " + escape(f"{where}{clip}{column}: {p['message']}"))
+        console.print(f"  [yellow]{p['stage']}[/yellow] {escape(f'{where}{clip}{column}: ' + p['message'])}")
     if len(problems) > 20:
         console.print(f"  ... and {len(problems) - 20} more in {out}/rejected/")
     held = [p["details"]["quarantine"] for p in problems if p.get("details", {}).get("quarantine")]
     if held:
-        console.print(f"  {len(held)} clip(s) held back under {out}/quarantine/: {', '.join(held)}")
+        console.print(f"  {len(held)} clip(s) held back under {out}/quarantine/: {escape(', '.join(held))}")
     console.print(f"  safety scores of every row and clip: {out}/scores/")
     report = result.get("report") or {}
     if report.get("error"):
@@ -218,7 +217,8 @@ def status(
     runs = run_ids(root)
     if not runs:
         console.print(
-            f"[red]error:[/red] no runs under {settings.out}/runs/: run `moviegen run CATALOG --out {settings.out}` "
+            f"[red]error:[/red] no runs under {escape(settings.out)}/runs/: run `moviegen run CATALOG --out "
+            f"{escape(settings.out)}` "
             "first, or pass the --out of an earlier run (preview runs are under <out>/preview)"
         )
         raise typer.Exit(2)
@@ -226,12 +226,13 @@ def status(
     try:
         result = read_run(root, chosen) if chosen in runs else None
     except (UnsafePathError, ValueError) as exc:
-        console.print(f"[red]error:[/red] cannot read run {chosen}: {exc}")
+        console.print(f"[red]error:[/red] cannot read run {escape(chosen)}: {escape(str(exc))}")
         raise typer.Exit(2) from None
     if result is None:
         latest = ", ".join(reversed(runs[-5:]))
         console.print(
-            f"[red]error:[/red] no run {chosen!r} under {settings.out}/runs/; the latest are: {latest} "
+            f"[red]error:[/red] no run {escape(repr(chosen))} under {escape(settings.out)}/runs/; "
+            f"the latest are: {latest} "
             "(`moviegen status` alone shows the latest)"
         )
         raise typer.Exit(2)
@@ -251,6 +252,7 @@ def validate(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Check a catalog without loading any model: schema and the prompt gate; exit 0 when every row would run."""
+    from moviegen.assets import UriPolicy
     from moviegen.presets import channel_presets, styles
     from moviegen.safety.prompt import screen_catalog
 
@@ -279,13 +281,14 @@ def validate(
                 )
             )
         else:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     result = validate_catalog(
         table,
         channels=channel_presets(settings.channels),
         styles=styles(settings.styles),
         default_model=settings.generation.model,
+        uri_policy=UriPolicy.from_settings(settings.inputs),
     )
     result = screen_catalog(result, policies).validation
     if json_output:
@@ -293,7 +296,7 @@ def validate(
         stdout.print_json(json.dumps(payload))
     else:
         for p in result.problems:
-            console.print(f"[yellow]{p.stage}[/yellow] " + escape(p.describe()))
+            console.print(f"[yellow]{p.stage}[/yellow] {escape(p.describe())}")
         console.print(f"{len(result.specs)} of {result.rows} rows would run.")
     raise typer.Exit(0 if not result.problems else 1)
 
@@ -312,12 +315,12 @@ def verify(
 
     settings = _settings(config, out=out)
     if not file.is_file():
-        console.print(f"[red]error:[/red] {file} does not exist: pass the path of a video file")
+        console.print(f"[red]error:[/red] {escape(str(file))} does not exist: pass the path of a video file")
         raise typer.Exit(2)
     try:
         found = identify(file, OutputRoot(settings.out))
     except MediaError as exc:
-        console.print(f"[red]error:[/red] cannot read {file} as a video: {exc}")
+        console.print(f"[red]error:[/red] cannot read {escape(str(file))} as a video: {escape(str(exc))}")
         raise typer.Exit(2) from None
     result = {"watermark": found.to_json(), **_provenance_sections(file)}
     if json_output:
@@ -358,7 +361,7 @@ def channels(
     try:
         presets, looks = channel_presets(settings.channels), styles(settings.styles)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     items = looks if list_styles else presets
     if json_output:
@@ -420,7 +423,7 @@ def signer(
     try:
         identity = load_signing_identity(settings.provenance)
     except ProvenanceError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     info = {
         "development": identity.development,

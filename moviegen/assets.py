@@ -20,17 +20,20 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import fsspec
 
+from moviegen.config import DEFAULT_INPUT_SCHEMES
 from moviegen.media import ffprobe_binary
+from moviegen.redact import redact_text, redact_uri
 
 AssetKind = Literal["logo", "music", "lut", "image", "video"]
 
-# Schemes fsspec may fetch from. Local paths need none (or file://); memory:// serves tests.
-ALLOWED_SCHEMES = ("file", "http", "https", "s3", "gs", "gcs", "az", "abfs", "abfss", "memory")
+# Schemes fsspec may fetch from by default (settings ``inputs.allowed_schemes``). Local paths need
+# none (or file://); memory:// serves tests.
+ALLOWED_SCHEMES = DEFAULT_INPUT_SCHEMES
 EXTENSIONS: dict[str, tuple[str, ...]] = {
     "logo": (".png", ".jpg", ".jpeg", ".webp"),
     "music": (".mp3", ".wav", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac"),
@@ -59,8 +62,24 @@ class AssetError(ValueError):
     """A logo, music or LUT file cannot be used; the message says which URI and what to do."""
 
     def __init__(self, message: str, column: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(redact_text(message))  # messages echo URIs: never their credentials
         self.column = column  # the catalog column that named the file, when known
+
+
+@dataclass(frozen=True)
+class UriPolicy:
+    """Where a catalog row's files may come from: URI schemes, and local folders (None: any)."""
+
+    schemes: tuple[str, ...] = ALLOWED_SCHEMES
+    folders: tuple[Path, ...] | None = None
+
+    @classmethod
+    def from_settings(cls, inputs: Any) -> UriPolicy:
+        """The policy of ``Settings.inputs`` (an InputSettings); folders are resolved now."""
+        folders = None
+        if inputs.allowed_folders is not None:
+            folders = tuple(Path(f).expanduser().resolve() for f in inputs.allowed_folders)
+        return cls(tuple(inputs.allowed_schemes), folders)
 
 
 @dataclass(frozen=True)
@@ -79,18 +98,43 @@ class Asset:
         return f"file:{self.path}"
 
 
-def check_uri(uri: str, kind: AssetKind) -> str | None:
-    """Why ``uri`` cannot name a ``kind`` file (scheme, extension, missing local file), or None when it can."""
+def check_uri(uri: str, kind: AssetKind, policy: UriPolicy | None = None) -> str | None:
+    """Why ``uri`` cannot name a ``kind`` file, or None when it can.
+
+    Checks the scheme and (for local files) the folder against ``policy``, refuses credentials
+    written into the URI, then the extension and that a local file exists.
+    """
+    policy = policy or UriPolicy()
     scheme = _scheme(uri)
-    if scheme not in ("", *ALLOWED_SCHEMES):
-        return f"scheme {scheme!r} is not allowed: use a local path or one of {', '.join(ALLOWED_SCHEMES)}"
-    suffix = Path(urlsplit(uri).path if scheme else uri).suffix.lower()
+    if (scheme or "file") not in policy.schemes:
+        allowed = ", ".join(s for s in policy.schemes if s != "file") or "none"
+        local = "a local path or " if "file" in policy.schemes else ""
+        return f"scheme {scheme or 'file (a local path)'!r} is not allowed: use {local}one of: {allowed}"
+    try:
+        parts = urlsplit(uri) if scheme else None
+    except ValueError as exc:
+        return f"is not a valid URI ({exc})"
+    if parts is not None and "@" in parts.netloc:
+        return (
+            "credentials must not be written into a catalog URI: remove the user name and password and give the "
+            "storage driver its credentials through its own configuration or environment"
+        )
+    suffix = Path(parts.path if parts is not None else uri).suffix.lower()
     if suffix not in EXTENSIONS[kind]:
-        return f"{kind} file must end in {', '.join(EXTENSIONS[kind])}, got {suffix or 'no extension'}"
+        return f"{kind} file must end in {', '.join(EXTENSIONS[kind])}, got {suffix[:12] or 'no extension'}"
     if scheme in ("", "file"):
-        path = _local_path(uri)
-        if not path.is_file():
-            return f"{kind} file {path} does not exist: check the path (relative paths start at the working folder)"
+        try:
+            path = _local_path(uri)
+            if policy.folders is not None and not any(path.is_relative_to(f) for f in policy.folders):
+                folders = ", ".join(str(f) for f in policy.folders) or "none are allowed"
+                return (
+                    f"{kind} file is outside the allowed folders ({folders}): move it there or add its folder "
+                    "to inputs.allowed_folders"
+                )
+            if not path.is_file():
+                return f"{kind} file {path} does not exist: check the path (relative paths start at the working folder)"
+        except (OSError, RuntimeError, ValueError) as exc:  # a name too long, a symlink loop
+            return f"{kind} file cannot be looked up ({type(exc).__name__}): check the path"
     return None
 
 
@@ -98,15 +142,15 @@ _fetched: dict[tuple[str, str, float, int], Asset] = {}
 _fetch_lock = threading.Lock()
 
 
-def fetch_asset(uri: str, kind: AssetKind, cache_dir: Path) -> Asset:
+def fetch_asset(uri: str, kind: AssetKind, cache_dir: Path, policy: UriPolicy | None = None) -> Asset:
     """Fetch ``uri`` into ``cache_dir`` (named by content hash), check its content, and describe it.
 
     Local files are keyed by path, size and modification time, so a changed file is read again;
-    remote files are fetched once per process.
+    remote files are fetched once per process. Raises AssetError (with the URI redacted).
     """
-    problem = check_uri(uri, kind)
+    problem = check_uri(uri, kind, policy)
     if problem:
-        raise AssetError(f"{kind} {uri!r}: {problem}")
+        raise AssetError(f"{kind} {redact_uri(uri)!r}: {problem}")
     scheme = _scheme(uri)
     stamp = (0.0, 0)
     if scheme in ("", "file"):
@@ -164,6 +208,8 @@ def _read(uri: str, kind: str) -> bytes:
         raise AssetError(f"{kind} {uri!r}: this URL needs a driver that is not installed ({exc})") from None
     except OSError as exc:
         raise AssetError(f"{kind} {uri!r} cannot be read: {exc}") from None
+    except Exception as exc:  # a driver's own errors (an HTTP 403 from aiohttp is no OSError): still this row's problem
+        raise AssetError(f"{kind} {uri!r} cannot be read: {type(exc).__name__}: {exc}") from None
     if len(data) > limit:
         raise AssetError(f"{kind} {uri!r} is larger than {limit // 2**20} MiB: use a smaller file")
     if not data:

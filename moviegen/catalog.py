@@ -19,13 +19,15 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from moviegen.assets import check_uri
+from moviegen.assets import UriPolicy, check_uri
 from moviegen.models.registry import ASPECTS, UnknownModelError, resolve_for_task, resolve_model
 from moviegen.presets import ROW_LOOK_FIELDS, ChannelPreset, builtin_luts
+from moviegen.redact import redact_text, redact_uri
 from moviegen.spec import ClipSpec, Problem
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-HASHTAG_PATTERN = re.compile(r"^\w{1,100}$")
+# Used with fullmatch: "$" alone would also accept a trailing newline ("clip\n" is no slug).
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+HASHTAG_PATTERN = re.compile(r"\w{1,100}")
 # C0/C1 control characters other than tab and newline, and Unicode bidi overrides.
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 MAX_PROMPT_CHARS = 2000
@@ -48,6 +50,9 @@ LOOK_NUMBERS = {
 LOOK_CHOICES = {"motion": ("duplicate", "blend", "interpolate"), "extend": ("loop", "hold")}
 MIN_EDIT_STRENGTH = 0.05
 MAX_BEST_OF = 8
+# A catalog is text and links; bigger than this is a mistake or an attack (a decompression bomb).
+MAX_CATALOG_ROWS = 1_000_000
+MAX_CATALOG_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -137,16 +142,41 @@ class CatalogValidation:
 
 
 def read_catalog(uri: str) -> pa.Table:
-    """Read a Parquet catalog from a local path or fsspec URL."""
+    """Read a Parquet catalog from a local path or fsspec URL.
+
+    Raises CatalogReadError (never a raw pyarrow or fsspec error) when the file is missing, is not
+    Parquet, is truncated, or is larger than MAX_CATALOG_ROWS rows / MAX_CATALOG_BYTES uncompressed.
+    Messages show the URI without its credentials.
+    """
+    shown = redact_uri(uri)
     try:
         with fsspec.open(uri, "rb") as f:
-            return pq.read_table(f)
+            parquet = pq.ParquetFile(f)
+            meta = parquet.metadata
+            if meta.num_rows > MAX_CATALOG_ROWS:
+                raise CatalogReadError(
+                    f"catalog {shown} has {meta.num_rows} rows; split it into catalogs of at most {MAX_CATALOG_ROWS}"
+                )
+            size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            if size > MAX_CATALOG_BYTES:
+                raise CatalogReadError(
+                    f"catalog {shown} holds {size // 2**20} MiB of data; a catalog holds text and links, at most "
+                    f"{MAX_CATALOG_BYTES // 2**20} MiB: keep media in files the rows link to"
+                )
+            return parquet.read()
+    except CatalogReadError:
+        raise
     except FileNotFoundError:
-        raise CatalogReadError(f"catalog {uri} does not exist: check the path or URL") from None
-    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise CatalogReadError(f"catalog {shown} does not exist: check the path or URL") from None
+    except IsADirectoryError:
+        raise CatalogReadError(f"catalog {shown} is a folder: name one Parquet file") from None
+    except ImportError as exc:
+        raise CatalogReadError(f"catalog {shown} needs a driver that is not installed ({exc})") from None
+    except (pa.ArrowException, OSError, ValueError, TypeError, EOFError, MemoryError, IndexError) as exc:
+        reason = redact_text(_clip(" ".join(str(exc).split()), 200))
         raise CatalogReadError(
-            f"catalog {uri} is not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet "
-            "or pyarrow.parquet.write_table"
+            f"catalog {shown} is not a readable Parquet file ({type(exc).__name__}: {reason}); write it with "
+            "pandas.DataFrame.to_parquet or pyarrow.parquet.write_table"
         ) from None
 
 
@@ -174,10 +204,23 @@ def validate_catalog(
     channels: Mapping[str, ChannelPreset],
     styles: Iterable[str],
     default_model: str,
+    uri_policy: UriPolicy | None = None,
 ) -> CatalogValidation:
-    """Check every row against the schema and the channel presets; return valid rows as specs and all problems."""
+    """Check every row against the schema and the channel presets; return valid rows as specs and all problems.
+
+    ``uri_policy`` says which schemes and local folders the file columns may name (default: the
+    built-in schemes, any folder). Never raises on a bad table: everything wrong is a Problem.
+    """
     result = CatalogValidation(rows=table.num_rows)
-    missing = [c.name for c in COLUMNS if c.required and c.name not in table.column_names]
+    names = table.column_names
+    counts: dict[str, int] = defaultdict(int)
+    for name in names:
+        counts[name] += 1
+    for name, n in counts.items():
+        if n > 1 and name in COLUMNS_BY_NAME:
+            message = f"column {name!r} appears {n} times: keep one (which one is meant is unknowable)"
+            result.problems.append(Problem(None, None, name, "schema", "duplicate_column", message))
+    missing = [c.name for c in COLUMNS if c.required and c.name not in counts]
     for name in missing:
         result.problems.append(
             Problem(
@@ -189,12 +232,20 @@ def validate_catalog(
                 f"required column {name!r} is missing: add it ({COLUMNS_BY_NAME[name].doc})",
             )
         )
-    if missing:
+    data: dict[str, list[Any]] = {}
+    for index, name in enumerate(names):
+        if counts[name] > 1:
+            continue  # a known column given twice is a problem above; an unknown one is left out
+        values, problem = _column_values(table.column(index), name, table.num_rows)
+        if problem is not None:
+            result.problems.append(problem)
+        else:
+            data[name] = values
+    if result.problems:
         return result
 
-    checkers = _checkers(set(channels), set(styles))
-    data = {name: table.column(name).to_pylist() for name in table.column_names}
-    extra_names = [n for n in table.column_names if n not in COLUMNS_BY_NAME]
+    checkers = _checkers(set(channels), set(styles), uri_policy or UriPolicy())
+    extra_names = [n for n in data if n not in COLUMNS_BY_NAME]
     model_problems: dict[str, str | None] = {}
 
     candidates: list[ClipSpec] = []
@@ -273,11 +324,32 @@ def validate_catalog(
     return result
 
 
+def _column_values(column: pa.ChunkedArray, name: str, rows: int) -> tuple[list[Any], Problem | None]:
+    """A column's values as Python objects, or the problem that makes the column unreadable.
+
+    A known column is cast to its schema type first when it can be (int32 seeds, large strings,
+    dictionary-encoded text); one that cannot be read at all is a catalog problem. An unknown column
+    that cannot be read is kept as text, or as nulls (it is only carried to the report).
+    """
+    known = COLUMNS_BY_NAME.get(name)
+    try:
+        return column.to_pylist(), None
+    except (pa.ArrowException, ValueError, OverflowError, TypeError, KeyError) as exc:
+        reason = f"{type(exc).__name__}: {_clip(str(exc), 120)}"
+    if known is None:
+        try:
+            return column.cast(pa.string()).to_pylist(), None
+        except (pa.ArrowException, ValueError, OverflowError, TypeError):
+            return [None] * rows, None
+    message = f"column {name!r} has type {column.type} whose values cannot be read ({reason}): write it as {known.type}"
+    return [], Problem(None, None, name, "schema", "unreadable_column", message)
+
+
 _Check = Callable[[Any, Column], tuple[Any, str | None, str]]
 _OK = ""
 
 
-def _checkers(channels: set[str], styles: set[str]) -> dict[str, _Check]:
+def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[str, _Check]:
     def text(max_chars: int, *, required: bool = False, empty_ok: bool = True) -> _Check:
         def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
             if raw is None:
@@ -301,7 +373,7 @@ def _checkers(channels: set[str], styles: set[str]) -> dict[str, _Check]:
             return None, f"{col.name} is empty: give every row a {col.name}", "missing"
         if not isinstance(raw, str):
             return None, f"{col.name} must be text, got {_describe(raw)}", "type"
-        if not ID_PATTERN.match(raw):
+        if not ID_PATTERN.fullmatch(raw):
             return (
                 None,
                 (
@@ -333,7 +405,7 @@ def _checkers(channels: set[str], styles: set[str]) -> dict[str, _Check]:
                     )
                 if allowed is None:
                     item = item.lstrip("#")
-                    if not HASHTAG_PATTERN.match(item):
+                    if not HASHTAG_PATTERN.fullmatch(item):
                         return None, f"hashtag {_clip(item)!r} must be one word of letters, digits or _", "hashtag"
                 if item not in items:
                     items.append(item)
@@ -381,10 +453,10 @@ def _checkers(channels: set[str], styles: set[str]) -> dict[str, _Check]:
             value = value.strip()
             if value in named:
                 return value, None, _OK
-            problem = check_uri(value, kind)  # type: ignore[arg-type]
+            problem = check_uri(value, kind, policy)  # type: ignore[arg-type]
             if problem:
                 hint = f" (or one of {_names(named)})" if named else ""
-                return None, f"{col.name} {_clip(value, 60)!r}: {problem}{hint}", "uri"
+                return None, f"{col.name} {_clip(redact_uri(value), 60)!r}: {problem}{hint}", "uri"
             return value, None, _OK
 
         return check

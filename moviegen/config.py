@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 TINY_MODEL_ID = "moviegen/tiny-wan"
 
@@ -41,7 +41,7 @@ class GenerationSettings(BaseModel):
     batch_size: int = Field(4, ge=1, le=64, description="Most clips per pipeline call.")
     steps: int | None = Field(None, ge=1, le=200, description="Overrides the model's default steps.")
     allow_pickle: bool = Field(False, description="Allow non-safetensors weights (unsafe).")
-    # GPU efficiency options (docs/README-issue9.md says when to use each). Each applies only where it
+    # GPU efficiency options (docs/models.md says when to use each). Each applies only where it
     # can: offload and torch.compile on CUDA; VAE tiling and the step cache on every device.
     offload: Literal["none", "model", "sequential", "group"] = Field(
         "none",
@@ -168,6 +168,39 @@ class SafetySettings(BaseModel):
     )
 
 
+# Schemes a catalog row's files (logo_uri, music_uri, lut, reference_image, source_video) may use by
+# default; moviegen fetches them itself through fsspec (memory:// holds in-process test files).
+DEFAULT_INPUT_SCHEMES = ("file", "http", "https", "s3", "gs", "gcs", "az", "abfs", "abfss", "memory")
+
+
+class InputSettings(BaseModel):
+    """Where a catalog row may pull files from: logo_uri, music_uri, lut, reference_image and source_video.
+
+    A local path (or ``file://``) counts as the ``file`` scheme. With ``allowed_folders`` set, a
+    local file must resolve (symlinks and ``..`` followed) inside one of them; unset, any readable
+    local file may be named, which suits a laptop but not a shared server.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_schemes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_INPUT_SCHEMES),
+        description="URI schemes rows may use; 'file' covers local paths. Remove 'file' to refuse local files.",
+    )
+    allowed_folders: list[Path] | None = Field(
+        None, description="Local folders rows may read from (none: anywhere the process can read)."
+    )
+
+    @field_validator("allowed_schemes")
+    @classmethod
+    def _known_schemes(cls, schemes: list[str]) -> list[str]:
+        lowered = [s.strip().lower() for s in schemes]
+        bad = [s for s in lowered if not s.isascii() or not s.replace("+", "").isalnum()]
+        if bad:
+            raise ValueError(f"not a URI scheme: {', '.join(map(repr, bad))} (write e.g. https or s3)")
+        return lowered
+
+
 class Settings(BaseSettings):
     """Everything a run can be configured with."""
 
@@ -196,6 +229,7 @@ class Settings(BaseSettings):
     safety: SafetySettings = Field(default_factory=SafetySettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
     adherence: AdherenceSettings = Field(default_factory=AdherenceSettings)
+    inputs: InputSettings = Field(default_factory=InputSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -218,12 +252,14 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     """Read settings from an optional YAML/TOML file, ``MOVIEGEN_*`` variables and explicit overrides.
 
     ``MOVIEGEN_CONFIG`` names the file when ``config_file`` is not given. Explicit overrides (for
-    example the CLI's ``--out``) win over everything else.
+    example the CLI's ``--out``) win over everything else. Raises ConfigError (never echoing a
+    value: it could be a key or a token); the settings' secrets are registered for redaction.
     """
     config_file = config_file or os.environ.get("MOVIEGEN_CONFIG")
     values: dict[str, Any] = {}
     if config_file:
         values = _read_config_file(Path(config_file))
+    source = f" in {config_file}" if config_file else ""
     try:
         settings = Settings(**values)
         if overrides:
@@ -231,19 +267,71 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
             Settings.model_validate(settings.model_dump())
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        source = f" in {config_file}" if config_file else ""
         raise ConfigError(f"invalid configuration{source}:\n" + "\n".join(lines)) from None
+    except SettingsError as exc:
+        # A MOVIEGEN_* variable holding a mapping or list that is not valid JSON: name it, never its value.
+        raise ConfigError(f"invalid configuration: {_first_line(str(exc))}: write it as JSON") from None
+    register_settings_secrets(settings)
+    _warn_unknown_variables()
     return settings
+
+
+# MOVIEGEN_* variables that are not settings: the config file and tool paths (moviegen/media.py, provenance).
+NON_SETTING_VARIABLES = {"CONFIG", "FFMPEG", "FFPROBE", "EXIFTOOL"}
+
+
+def _warn_unknown_variables() -> None:
+    """A mistyped MOVIEGEN_* variable is otherwise silently ignored: say so (its name only, never its value)."""
+    import logging
+
+    for name in os.environ:
+        if not name.startswith("MOVIEGEN_"):
+            continue
+        head = name.removeprefix("MOVIEGEN_").split("__")[0]
+        if head not in NON_SETTING_VARIABLES and head.lower() not in Settings.model_fields:
+            logging.getLogger(__name__).warning(
+                "environment variable %s is not a moviegen setting and is ignored: settings are %s (nested with __)",
+                name,
+                ", ".join(f"MOVIEGEN_{f.upper()}" for f in Settings.model_fields),
+            )
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    """Register the configuration's secret strings, so redaction masks them wherever they would appear."""
+    from moviegen.redact import register_secret  # late: keeps this module's imports minimal
+
+    provenance = settings.provenance
+    for secret in (provenance.private_key_pem, provenance.private_key_password):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+            for line in secret.get_secret_value().splitlines():  # a PEM body line alone is still the key
+                if len(line) >= 16 and not line.startswith("-----"):
+                    register_secret(line)
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else text
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist: pass an existing YAML or TOML file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text: save it as UTF-8 YAML or TOML") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except yaml.YAMLError as exc:
+        # Only the problem and where: the YAML error's own text quotes the line, which may hold a secret.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -32,7 +32,7 @@ from moviegen.models.tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
 
-PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl"}
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import numpy as np
 
 from moviegen import __version__, progress
 from moviegen.adherence import AdherenceScore, ScorerError, best_candidate, load_scorer, scorer_identity
-from moviegen.assets import AssetError, fetch_asset
+from moviegen.assets import AssetError, UriPolicy, fetch_asset
 from moviegen.catalog import CatalogReadError, CatalogValidation, read_catalog, validate_catalog
 from moviegen.config import Settings
 from moviegen.delivery import check_delivery
@@ -54,6 +54,7 @@ from moviegen.publish import (
     sha256_file,
     utc_now,
 )
+from moviegen.redact import redact_uri
 from moviegen.render import (
     RenditionSpec,
     render_rendition,
@@ -135,6 +136,7 @@ def load_and_validate(catalog_uri: str, ctx: RunContext) -> CatalogValidation:
         channels=ctx.presets,
         styles=ctx.styles,
         default_model=ctx.settings.generation.model,
+        uri_policy=UriPolicy.from_settings(ctx.settings.inputs),
     )
     validation.seconds["validate"] = time.perf_counter() - started
     progress.start("validate", validation.rows)
@@ -763,7 +765,7 @@ class RunSummary:
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
-            "out": self.out,
+            "out": redact_uri(self.out),
             "generator": f"moviegen {__version__}",
             "executor": self.executor,
             "rows": self.rows,

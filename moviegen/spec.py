@@ -9,6 +9,7 @@ from typing import Any
 
 from moviegen.generate import GenerationRequest
 from moviegen.models.registry import ModelRef
+from moviegen.redact import redact_text, redact_value
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class ClipSpec:
     fit: str | None = None
     anchor: str | None = None
     look: tuple[tuple[str, Any], ...] = ()  # (style parameter, value) pairs that replace the style's
-    # Generation beyond text-to-video (docs/README-issue9.md): conditioning, soundtrack, best-of-N.
+    # Generation beyond text-to-video (docs/models.md): conditioning, soundtrack, best-of-N.
     reference_image: str | None = None  # image-to-video from this image
     source_video: str | None = None  # video-to-video: edit this clip as the prompt describes
     edit_strength: float | None = None  # how far the edit may move from the source (0-1)
@@ -65,6 +66,11 @@ class Problem:
     message: str
     campaign_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        # Every problem ends up in rejected/, run.json, the report and the terminal: no secrets in any.
+        object.__setattr__(self, "message", redact_text(self.message))
+        object.__setattr__(self, "details", redact_value(self.details))
 
     def to_json(self) -> dict[str, Any]:
         """The contract's problem object for ``moviegen validate --json``."""

@@ -254,7 +254,7 @@ def test_validate_cli_rejects_a_bad_policy_with_exit_2(catalog_file, tmp_path, m
 
 
 # The default policy's verdicts on Movie Gen Bench: every prompt there is benign, so each block is
-# a false positive. At most 10 are allowed; each one listed here is explained in docs/README-issue3.md.
+# a false positive. At most 10 are allowed; each one listed here is explained in docs/safety.md.
 EXPLAINED_BENCH_BLOCKS: dict[int, str] = {}
 
 

@@ -322,14 +322,23 @@ def resolve_model(value: str) -> ModelRef:
         if lowered == info.name or value == info.source or value in info.aliases:
             return ModelRef(value, info, info.source)
     path = Path(os.path.expanduser(value))
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a folder
+        is_dir = False
+    if is_dir:
         index = path / "model_index.json"
         if not index.is_file():
             raise UnknownModelError(
                 f"folder {value} has no model_index.json: point model at a diffusers pipeline folder "
                 "(written by save_pretrained)"
             )
-        cls = json.loads(index.read_text()).get("_class_name", "")
+        try:
+            config = json.loads(index.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UnknownModelError(f"folder {value}: model_index.json cannot be read ({exc})") from None
+        cls = config.get("_class_name") if isinstance(config, dict) else None
+        cls = cls if isinstance(cls, str) else ""
         family = _FAMILY_BY_PIPELINE.get(cls)
         if family is None:
             raise UnknownModelError(

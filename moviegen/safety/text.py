@@ -38,6 +38,8 @@ MIN_SPELLED_RUN = 3
 
 def fold(text: str) -> str:
     """Lower-case ASCII look-alike of ``text``: accents dropped, look-alike letters mapped, invisibles removed."""
+    if text.isascii():  # nothing to normalize, drop or map: most catalog text takes this path
+        return text.lower()
     text = unicodedata.normalize("NFKD", text)
     # Combining marks (accents) and format characters (zero-width spaces, bidi controls) go.
     text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Mn", "Cf"))
@@ -81,7 +83,7 @@ def variants(text: str) -> list[list[str]]:
     article kept apart; on whitespace only with inner punctuation dropped, which rejoins "nu.de")
     times two readings of "1" (i or l).
     """
-    folded = _SYMBOL_IN_WORD.sub(lambda m: m.group().translate(_LEET_SYMBOLS), fold(text))
+    folded = _folded(text)
     words = _TOKEN.findall(folded)
     split_space = [t for t in ("".join(_TOKEN.findall(chunk)) for chunk in folded.split()) if t]
     seen: list[list[str]] = []
@@ -94,8 +96,16 @@ def variants(text: str) -> list[list[str]]:
 
 
 def canonical(text: str) -> str:
-    """The plain normalized reading of a text: folded, de-leeted, one space between tokens."""
-    return " ".join(variants(text)[0])
+    """The plain normalized reading of a text: folded, de-leeted, one space between tokens.
+
+    The same as ``variants(text)[0]``, without computing the other variants.
+    """
+    tokens = _spell_out(_TOKEN.findall(_folded(text)))
+    return " ".join(_deleet(t, _LEET_DIGITS_I) for t in tokens)
+
+
+def _folded(text: str) -> str:
+    return _SYMBOL_IN_WORD.sub(lambda m: m.group().translate(_LEET_SYMBOLS), fold(text))
 
 
 def squeeze(text: str) -> str:
@@ -111,6 +121,10 @@ def _stretch_pattern(term: str) -> re.Pattern[str]:
         ch, count = match.group(1), len(match.group())
         parts.append(re.escape(ch) + ("+" if count == 1 else f"{{{count},}}"))
     return re.compile("".join(parts))
+
+
+MAX_MEMO = 200_000  # n-grams remembered per index (a few tens of MB at most)
+MAX_TEXT_MEMO = 20_000  # whole texts remembered per index (texts are at most a few thousand characters)
 
 
 @dataclass(frozen=True)
@@ -139,12 +153,24 @@ class TermIndex:
                         entry = (group, term, form)
                         if entry not in self._by_key[squeeze(form)]:
                             self._by_key[squeeze(form)].append(entry)
+        # n-gram -> its hits, and text -> its hits: common words, captions, hashtags and negative
+        # prompts recur across a catalog's rows, and a lookup is pure.
+        self._memo: dict[str, tuple[TermHit, ...]] = {}
+        self._texts: dict[str, tuple[TermHit, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
 
     def find(self, text: str) -> list[TermHit]:
         """Every term found in ``text`` (each term once), in the order first seen."""
+        found = self._texts.get(text)
+        if found is None:
+            if len(self._texts) >= MAX_TEXT_MEMO:
+                self._texts.clear()
+            found = self._texts[text] = tuple(self._find(text))
+        return list(found)
+
+    def _find(self, text: str) -> list[TermHit]:
         hits: dict[tuple[str, str], TermHit] = {}
         for tokens in variants(text):
             for start in range(len(tokens)):
@@ -152,7 +178,12 @@ class TermIndex:
                     if start + size > len(tokens):
                         break
                     words = " ".join(tokens[start : start + size])
-                    for hit in self._lookup(words):
+                    found = self._memo.get(words)
+                    if found is None:
+                        if len(self._memo) >= MAX_MEMO:
+                            self._memo.clear()
+                        found = self._memo[words] = tuple(self._lookup(words))
+                    for hit in found:
                         hits.setdefault((hit.group, hit.term), hit)
         return list(hits.values())
 

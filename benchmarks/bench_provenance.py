@@ -6,7 +6,7 @@ reads both back; the cost must stay small next to rendering.
 Solution: encode one channel-sized rendition (1080x1920, 30 fps, H.264 CRF 20 veryfast + AAC, the
 renderer's settings) and time each provenance step on fresh copies of it, side by side in one run.
 
-    .venv/bin/python benchmarks/provenance_overhead.py [--seconds 5] [--repeats 5]
+    .venv/bin/python benchmarks/bench_provenance.py [--seconds 5] [--repeats 5]
 """
 
 from __future__ import annotations
