@@ -7,7 +7,9 @@ setup:
 demo: setup
 	.venv/bin/moviegen run catalogs/demo.parquet --out out
 
-test: setup
+# The tests also need Debian's chromium (the report test opens a run's report in a headless browser).
+test:
+	@scripts/setup.sh --test
 	.venv/bin/ruff check .
 	.venv/bin/pytest
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.artifacts import ProgressTracker, publish_run_artifacts
 from flows.fan_out import generate_and_render, run_distributed
 from moviegen.config import load_settings
 from moviegen.pipeline import start_run
@@ -61,6 +62,7 @@ def campaign(
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # also when a worker runs the flow
         install_log_redaction(logging.getLogger(name))
     ctx = start_run(settings, run_id)
+    tracker = ProgressTracker(ctx.run_id)  # the run's progress, in the Prefect UI while it goes
 
     # 1. Load the catalog, validate every row and run the prompt gate; rows that fail either go
     #    to rejected/ and the rest go on.
@@ -87,12 +89,16 @@ def campaign(
 
     # 4. Record problems and write the manifest's run report.
     summary = finish_run_task(ctx, validation, plan, masters, renditions, retired=retired, **facts)
+    result = summary.to_json()
+
+    # 5. The same summary in the Prefect UI: a table of clips and a markdown summary.
+    publish_run_artifacts(result, tracker)
     if fail_on_problems and summary.exit_code:
         raise CampaignProblems(
             f"{len(summary.problems)} row(s) or clip(s) were rejected or failed; "
             f"see {ctx.out.url}/runs/{ctx.run_id}/report.html"
         )
-    return summary.to_json()
+    return result
 
 
 class CampaignProblems(RuntimeError):

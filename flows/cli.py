@@ -3,7 +3,7 @@
 Exit status of ``run``: 0 every valid row published; 1 finished but something was rejected or
 failed (the report says what); 2 nothing could run (unreadable catalog, bad configuration).
 Exit status of ``verify``: 0 the file's watermark verifies against a manifest row; 1 it does not;
-2 the file cannot be read.
+2 the file cannot be read. Exit status of ``status``: the run's own (0 or 1); 2 when there is no such run.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 class _RichProgress:
-    """A progress bar per stage with clip counts."""
+    """A progress bar per stage with clip counts: validate, prompt gate, generate, frame gate, render, publish."""
 
     def __init__(self, bar: Progress) -> None:
         self.bar = bar
@@ -82,12 +82,18 @@ class _RichProgress:
         if stage in self.tasks:
             self.bar.update(self.tasks[stage], total=total)
         else:
-            self.tasks[stage] = self.bar.add_task(stage, total=total)
+            self.tasks[stage] = self.bar.add_task(progress_events.stage_label(stage), total=total)
 
     def advance(self, stage: str, amount: int = 1) -> None:
         if stage not in self.tasks:
             self.start(stage, 0)
         self.bar.advance(self.tasks[stage], amount)
+
+    def drop(self, stage: str, amount: int = 1) -> None:
+        if stage in self.tasks:
+            task = self.tasks[stage]
+            total = next(t.total for t in self.bar.tasks if t.id == task) or 0
+            self.bar.update(task, total=max(0, total - amount))
 
 
 @app.command()
@@ -117,7 +123,7 @@ def run(
     from flows.campaign import campaign  # imports Prefect: only now that a run really starts
 
     bar = Progress(
-        TextColumn("{task.description:>9}"),
+        TextColumn("{task.description:>11}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -125,9 +131,8 @@ def run(
         transient=False,
         disable=json_output or (not console.is_terminal and not verbose),
     )
-    progress_events.set_listener(_RichProgress(bar))
     try:
-        with bar:
+        with bar, progress_events.listening(_RichProgress(bar)):
             result = campaign(
                 catalog=catalog,
                 out=settings.out,
@@ -139,8 +144,16 @@ def run(
     except ConfigError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    finally:
-        progress_events.set_listener(None)
+    except RuntimeError as exc:
+        if "ephemeral Prefect API" not in str(exc):
+            raise
+        console.print(
+            "[red]error:[/red] the built-in Prefect API did not start in time "
+            f"({os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS')} s); nothing ran. On a busy "
+            "machine raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start `prefect server start` "
+            "and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+        raise typer.Exit(2) from None
     if json_output:
         stdout.print_json(json.dumps(result))
     else:
@@ -184,9 +197,20 @@ def _print_summary(result: dict) -> None:
         f"{result['already_published']} already published, {len(problems)} rejected or failed "
         f"({result['seconds']:.0f} s)"
     )
+    counts = result.get("counts")
+    if counts:  # run.json from before per-clip records has no counts
+        console.print(
+            f"  {result['rows']} rows, {result['valid_rows']} valid; clips: {counts['published']} published, "
+            f"{counts['already_published']} already published, {counts['quarantined']} quarantined, "
+            f"{counts['rejected']} rejected, {counts['failed']} failed"
+        )
+    stages = [(k, v) for k, v in result.get("stage_seconds", {}).items() if v]
+    if stages:
+        label = progress_events.stage_label
+        console.print("  seconds per stage: " + ", ".join(f"{label(k)} {v:.1f}" for k, v in stages))
     if published:
         console.print(f"  published under {out}/published/  manifest: {out}/manifest/")
-    for p in problems[:20]:
+    for p in sorted(problems, key=lambda p: (p["row"] is not None, p["row"] or 0))[:20]:  # catalog order
         where = f"row {p['row']}" if p["row"] is not None else "catalog"
         clip = f" {p['clip_id']}" if p["clip_id"] else ""
         column = f" [{p['column']}]" if p["column"] else ""
@@ -206,7 +230,60 @@ def _print_summary(result: dict) -> None:
     if held:
         console.print(f"  {len(held)} clip(s) held back under {out}/quarantine/: {escape(', '.join(held))}")
     console.print(f"  safety scores of every row and clip: {out}/scores/")
-    console.print(f"  report: {out}/runs/{result['run_id']}/report.html")
+    report = result.get("report") or {}
+    if report.get("error"):
+        console.print(f"  [yellow]no report:[/yellow] {report['error']} (run.json has every fact)")
+    else:
+        console.print(f"  report: {out}/runs/{result['run_id']}/report.html")
+    console.print(f"  run.json: {out}/runs/{result['run_id']}/run.json")
+
+
+@app.command()
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="A run id; the latest run when left out.")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output root (path or fsspec URL).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the run's run.json.")] = False,
+) -> None:
+    """Show what a run did (the latest under the output root, or RUN_ID): counts, time per stage, problems.
+
+    Exit status: the run's own (0 everything valid published, 1 something rejected or failed);
+    2 when the output root holds no such run.
+    """
+    from moviegen.publish import OutputRoot, UnsafePathError
+    from moviegen.report import read_run, run_ids
+
+    settings = _settings(config, out=out)
+    root = OutputRoot(settings.out)
+    runs = run_ids(root)
+    if not runs:
+        console.print(
+            f"[red]error:[/red] no runs under {escape(settings.out)}/runs/: run `moviegen run CATALOG --out "
+            f"{escape(settings.out)}` "
+            "first, or pass the --out of an earlier run (preview runs are under <out>/preview)"
+        )
+        raise typer.Exit(2)
+    chosen = run_id or runs[-1]
+    try:
+        result = read_run(root, chosen) if chosen in runs else None
+    except (UnsafePathError, ValueError) as exc:
+        console.print(f"[red]error:[/red] cannot read run {escape(chosen)}: {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if result is None:
+        latest = ", ".join(reversed(runs[-5:]))
+        console.print(
+            f"[red]error:[/red] no run {escape(repr(chosen))} under {escape(settings.out)}/runs/; "
+            f"the latest are: {latest} "
+            "(`moviegen status` alone shows the latest)"
+        )
+        raise typer.Exit(2)
+    if json_output:
+        stdout.print_json(json.dumps(result))
+    else:
+        if result.get("started_at"):
+            console.print(f"started {result['started_at']}; executor {result.get('executor')}")
+        _print_summary(result)
+    raise typer.Exit(result.get("exit_code", 1))
 
 
 @app.command()

@@ -32,7 +32,7 @@ from prefect.states import Cancelling
 
 from moviegen.config import ScaleOutSettings
 from moviegen.costs import SHARD, TIMINGS_SCHEMA, load_cost_model, timing_row
-from moviegen.pipeline import CampaignPlan, Master, Rendition, RunContext, make_batches
+from moviegen.pipeline import CampaignPlan, Master, Rendition, RunContext, make_batches, renditions_to_make
 from moviegen.publish import OutputRoot, published_renditions, utc_now
 from moviegen.shards import (
     Shard,
@@ -66,9 +66,8 @@ def generate_and_render(plan: CampaignPlan, ctx: RunContext) -> tuple[list[Maste
     for batch in make_batches(clips, ctx.settings.generation.batch_size):
         for master in generate_batch_task(batch, ctx):
             masters.append(master)
-            if master.path is not None:
-                for channel in channels_by_key[master.clip.clip_key]:
-                    pending.append(render_publish_task.submit(master, channel, ctx))
+            for channel in renditions_to_make(master, channels_by_key[master.clip.clip_key]):
+                pending.append(render_publish_task.submit(master, channel, ctx))
     wait(pending)
     return masters, [future.result() for future in pending], loads
 

@@ -133,6 +133,7 @@ class CatalogValidation:
     rows: int
     specs: list[ClipSpec] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds (validate, prompt_gate)
 
     @property
     def fatal(self) -> bool:

@@ -199,6 +199,8 @@ class InputSettings(BaseModel):
         if bad:
             raise ValueError(f"not a URI scheme: {', '.join(map(repr, bad))} (write e.g. https or s3)")
         return lowered
+
+
 class ScaleOutSettings(BaseModel):
     """The distributed executor (``--executor deployments``): where shards run and how failures are handled."""
 

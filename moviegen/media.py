@@ -208,3 +208,36 @@ def _probe_with_ffmpeg(path: Path) -> StreamInfo:
         audio_channels=channels,
         format_name=fmt.group(1) if fmt else "",
     )
+
+
+# Up to this length a strip decodes the whole video once; longer ones seek to each frame. Measured
+# on a 1080x1920 H.264 rendition (2 s GOP): one pass 0.35 s for 1 s of video and 1.6 s for 10 s;
+# four seeks 0.8 s and 0.9 s.
+STRIP_ONE_PASS_S = 5.0
+
+
+def frame_strip(path: Path, count: int = 4, size: int = 160, quality: int = 5) -> bytes:
+    """A JPEG strip of ``count`` frames spread over the video, side by side, each at most ``size`` pixels a side.
+
+    One ffmpeg call: a short video is decoded once and the frames picked by number; a long one is
+    read with one fast seek per frame (``-ss`` before each input), so the cost stays bounded.
+    """
+    info = probe(path, count_frames=False)
+    duration = info.duration_s or (info.frames / info.fps if info.fps else 0.0)
+    fit = f"scale={size}:{size}:force_original_aspect_ratio=decrease:force_divisible_by=2,setsar=1"
+    frames = round(duration * info.fps) if info.fps else 0
+    if duration <= STRIP_ONE_PASS_S and frames >= count:
+        picks = "+".join(f"eq(n,{frames * (2 * i + 1) // (2 * count)})" for i in range(count))
+        args = ["-an", "-i", f"file:{path}"]
+        graph = f"[0:v:0]select='{picks}',{fit},tile={count}x1[s]"
+    else:
+        times = [duration * (i + 0.5) / count for i in range(count)] if duration > 0 else [0.0]
+        args = [a for t in times for a in ("-an", "-ss", f"{t:.3f}", "-i", f"file:{path}")]
+        scaled = "".join(f"[{i}:v:0]{fit}[f{i}];" for i in range(len(times)))
+        joined = "".join(f"[f{i}]" for i in range(len(times)))
+        graph = scaled + (f"{joined}hstack=inputs={len(times)}[s]" if len(times) > 1 else "[f0]null[s]")
+    return run_ffmpeg(
+        [*args, "-filter_complex", graph, "-map", "[s]", "-frames:v", "1",
+         "-c:v", "mjpeg", "-q:v", str(quality), "-pix_fmt", "yuvj420p", "-f", "image2pipe", "pipe:1"],
+        what=f"extracting frames from {path.name}",
+    )  # fmt: skip

@@ -15,7 +15,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -68,6 +68,7 @@ from moviegen.render import (
     set_encode_slots,
     write_poster,
 )
+from moviegen.report import clip_records, run_counts, write_report
 from moviegen.safety import (
     SCORES_SCHEMA,
     PolicySet,
@@ -133,6 +134,7 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
 
 def load_and_validate(catalog_uri: str, ctx: RunContext) -> CatalogValidation:
     """Read the catalog and check every row; raises CatalogReadError when it cannot be read at all."""
+    started = time.perf_counter()
     table = read_catalog(catalog_uri)
     validation = validate_catalog(
         table,
@@ -141,6 +143,7 @@ def load_and_validate(catalog_uri: str, ctx: RunContext) -> CatalogValidation:
         default_model=ctx.settings.generation.model,
         uri_policy=UriPolicy.from_settings(ctx.settings.inputs),
     )
+    validation.seconds["validate"] = time.perf_counter() - started
     progress.start("validate", validation.rows)
     progress.advance("validate", validation.rows)
     return validation
@@ -152,6 +155,8 @@ def screen_prompts(validation: CatalogValidation, ctx: RunContext) -> CatalogVal
     Returns the validation with blocked rows moved to problems (stage ``prompt``); every checked
     row's scores go to ``scores/``, so a reviewer also sees why a row passed.
     """
+    started = time.perf_counter()
+    progress.start("prompt_gate", len(validation.specs))
     screening = screen_catalog(validation, ctx.policies)
     rows = []
     for v in screening.verdicts:
@@ -161,7 +166,8 @@ def screen_prompts(validation: CatalogValidation, ctx: RunContext) -> CatalogVal
             score_row(ctx.run_id, spec.campaign_id, spec.clip_id, spec.row, "prompt", v.passed, rule, v.policy, scores)
         )
     record_scores(ctx.out, rows, ctx.run_id)
-    return screening.validation
+    progress.advance("prompt_gate", len(validation.specs))
+    return replace(screening.validation, seconds={**validation.seconds, "prompt_gate": time.perf_counter() - started})
 
 
 # 2. Plan ---------------------------------------------------------------------------------------
@@ -174,6 +180,7 @@ class CampaignPlan:
     todo: list[tuple[ClipPlan, tuple[str, ...]]] = field(default_factory=list)
     already_published: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def renditions(self) -> int:
@@ -295,7 +302,11 @@ def preview_steps(steps: int) -> int:
 
 
 def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
-    """Plan every valid row and leave out renditions already published with the same rendition key."""
+    """Plan every valid row and leave out renditions already published with the same rendition key.
+
+    Announces how many clips and renditions the later stages will handle (progress events).
+    """
+    started = time.perf_counter()
     plan = CampaignPlan()
     published = published_renditions(ctx.out)
     revisions: dict[str, str] = {}
@@ -322,6 +333,10 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
                 missing.append(channel)
         if missing:
             plan.todo.append((clip, tuple(missing)))
+    plan.seconds = time.perf_counter() - started
+    for stage, total in (("generate", len(plan.todo)), ("frame_gate", len(plan.todo)),
+                         ("render", plan.renditions), ("publish", plan.renditions)):  # fmt: skip
+        progress.start(stage, total)
     return plan
 
 
@@ -464,6 +479,9 @@ def generate_masters(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
                         results[clip.clip_key] = _failed(clip, "generate", single_exc)
     masters = add_soundtracks([results[clip.clip_key] for clip in batch], ctx)
     progress.advance("generate", len(batch))
+    failed = sum(1 for m in masters if m.problem is not None and m.problem.stage == "generate")
+    if failed:  # a clip that could not be generated never reaches the frame gate
+        progress.drop("frame_gate", failed)
     return masters
 
 
@@ -575,6 +593,13 @@ def check_frames(master: Master, ctx: RunContext, frames: np.ndarray | None = No
     """
     if master.path is None:
         return master
+    checked = _gate_frames(master, ctx, frames)
+    progress.advance("frame_gate")
+    return checked
+
+
+def _gate_frames(master: Master, ctx: RunContext, frames: np.ndarray | None) -> Master:
+    assert master.path is not None
     clip, spec = master.clip, master.clip.spec
     policy = ctx.policies.for_campaign(spec.campaign_id)
     started = time.perf_counter()
@@ -653,6 +678,7 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
         rendition = rendition_spec_for(clip, channel, ctx)
         key = rendition_key(clip.rendition_source_key, rendition)
     except (AssetError, FontError) as exc:
+        _drop_unreached(timings)
         return Rendition(clip, channel, problem=clip_problem(clip, "render", _rule(exc), str(exc), channel))
     scratch = ctx.work_dir / "renders" / key
     video = scratch / f"{spec.clip_id}.mp4"
@@ -682,7 +708,25 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
         return Rendition(clip, channel, seconds=timings, problem=problem)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        _drop_unreached(timings)
     return Rendition(clip, channel, row=row, seconds=timings)
+
+
+def renditions_to_make(master: Master, channels: Sequence[str]) -> tuple[str, ...]:
+    """The channels to render for a generated clip: all of them, or none when the clip was held back
+    (its renditions then leave the render and publish progress totals)."""
+    if master.path is not None:
+        return tuple(channels)
+    for stage in ("render", "publish"):
+        progress.drop(stage, len(channels))
+    return ()
+
+
+def _drop_unreached(timings: dict[str, float]) -> None:
+    # A rendition that stopped early (asset, render or delivery problem) never reaches the later stages.
+    for stage in ("render", "publish"):
+        if stage not in timings:
+            progress.drop(stage)
 
 
 def with_soundtrack(rendition: RenditionSpec, master: Master, ctx: RunContext) -> RenditionSpec:
@@ -827,6 +871,9 @@ class RunSummary:
     executor: str = "local"
     retired: list[dict[str, Any]] = field(default_factory=list)
     shards: list[dict[str, Any]] = field(default_factory=list)
+    clips: list[dict[str, Any]] = field(default_factory=list)  # one record per catalog row (moviegen.report)
+    started_at: datetime | None = None
+    report: dict[str, Any] = field(default_factory=dict)  # where the HTML report went and what it cost
 
     @property
     def exit_code(self) -> int:
@@ -850,6 +897,10 @@ class RunSummary:
             "retired": self.retired,
             "shards": self.shards,
             "exit_code": self.exit_code,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "counts": run_counts(self.clips, len(self.published), self.already_published),
+            "clips": self.clips,
+            "report": self.report,
         }
 
 
@@ -864,10 +915,12 @@ def finish_run(
     shards: list[dict[str, Any]] | None = None,
     model_loads: dict[str, int] | None = None,
 ) -> RunSummary:
-    """Record clip problems, write ``runs/<run_id>/run.json`` and the report; return the summary.
+    """Record clip problems, write the report and ``runs/<run_id>/run.json``; return the summary.
 
-    ``retired`` are the rows ``prune_campaign`` wrote; the distributed executor passes its
-    ``shards`` (where each ran, attempts, state) and the workers' ``model_loads``.
+    run.json keeps one record per catalog row (status, channels, gates, seconds per stage) and
+    ``report.html`` shows the same facts with contact sheets (``moviegen.report``). ``retired`` are
+    the rows ``prune_campaign`` wrote; the distributed executor passes its ``shards`` (where each
+    ran, attempts, state) and the workers' ``model_loads``.
     """
     problems = [*validation.problems, *plan.problems]
     problems += [m.problem for m in masters if m.problem is not None]
@@ -875,7 +928,7 @@ def finish_run(
     record_rejections(problems[len(validation.problems) :], ctx)
     ctx.out.compact_run("manifest", MANIFEST_SCHEMA, ctx.run_id)
     ctx.out.compact_run("scores", SCORES_SCHEMA, ctx.run_id)
-    stage_seconds: dict[str, float] = defaultdict(float)
+    stage_seconds: dict[str, float] = defaultdict(float, {**validation.seconds, "plan": plan.seconds})
     for m in masters:
         stage_seconds["generate"] += m.seconds
         stage_seconds["frame_gate"] += m.gate_seconds
@@ -896,11 +949,11 @@ def finish_run(
         executor=executor,
         retired=[_jsonable_row(r) for r in retired or []],
         shards=shards or [],
+        clips=clip_records(ctx.out, ctx.run_id, validation, plan, masters, renditions, problems),
+        started_at=ctx.started_at,
     )
+    summary.report = write_report(ctx.out, summary.to_json())
     ctx.out.write_json(summary.to_json(), "runs", ctx.run_id, "run.json")
-    from moviegen.report import render_report_html  # late: keeps the stage imports light
-
-    ctx.out.write_bytes(render_report_html(summary.to_json()).encode(), "runs", ctx.run_id, "report.html")
     return summary
 
 
@@ -925,9 +978,6 @@ def run_campaign_plain(
     retired = prune_campaign(validation, ctx) if prune else []
     plan = plan_campaign(validation.specs, ctx)
     loads = load_models([clip for clip, _ in plan.todo], ctx)
-    progress.start("generate", len(plan.todo))
-    progress.start("render", plan.renditions)
-    progress.start("publish", plan.renditions)
     channels_by_key = {clip.clip_key: channels for clip, channels in plan.todo}
     masters: list[Master] = []
     futures = []
@@ -935,9 +985,7 @@ def run_campaign_plain(
         for batch in make_batches([clip for clip, _ in plan.todo], settings.generation.batch_size):
             for master in generate_masters(batch, ctx):
                 masters.append(master)
-                if master.path is None:
-                    continue
-                for channel in channels_by_key[master.clip.clip_key]:
+                for channel in renditions_to_make(master, channels_by_key[master.clip.clip_key]):
                     futures.append(pool.submit(render_and_publish, master, channel, ctx))
         renditions = [f.result() for f in futures]
     record_timings(masters, renditions, loads, ctx)
@@ -963,6 +1011,7 @@ __all__ = [
     "record_rejections",
     "record_timings",
     "render_and_publish",
+    "renditions_to_make",
     "retire_rendition",
     "run_campaign_plain",
     "screen_prompts",

@@ -1,40 +1,656 @@
-"""The run report: a self-contained HTML page from run.json's facts."""
+"""The run report: what a run did, per clip, for people (one HTML page) and machines (run.json, Prefect).
+
+Problem: after a campaign run an operator needs to see at a glance what was published, what was
+held back and why, what every gate scored, whether each file carries its watermark and
+credentials, and where the time went; a script needs the same facts as JSON.
+Solution: ``clip_records`` turns a run's stages into one record per catalog row (status, channels,
+gates, timings) for run.json; ``write_report`` builds ``runs/<run_id>/report.html`` from those
+facts and the output root's datasets and files: a self-contained page (contact sheets embedded
+as JPEG data URIs, the timing chart as inline SVG, no script at all) whose Content-Security-Policy
+lets nothing load or run but the embedded images. ``summary_table`` and ``summary_markdown`` are
+the same summary for the Prefect UI (flows/ publishes them; this module imports no Prefect).
+
+Every piece of user text (prompts, captions, ids, messages) is escaped where it is written.
+"""
 
 from __future__ import annotations
 
+import base64
 import html
-from typing import Any
+import json
+import logging
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.parquet as pq
+
+from moviegen.media import MediaError, frame_strip
+from moviegen.progress import STAGES, stage_label
+from moviegen.publish import OutputRoot
+
+if TYPE_CHECKING:  # the pipeline imports this module late; types only
+    from moviegen.catalog import CatalogValidation
+    from moviegen.pipeline import CampaignPlan, Master, Rendition
+    from moviegen.spec import Problem
+
+log = logging.getLogger(__name__)
+
+# Clip and rendition statuses, in the order the report lists them.
+PUBLISHED, ALREADY, QUARANTINED, REJECTED, FAILED, NOT_MADE = (
+    "published",
+    "already_published",
+    "quarantined",
+    "rejected",
+    "failed",
+    "not_made",
+)
+STATUSES = (PUBLISHED, ALREADY, QUARANTINED, REJECTED, FAILED, NOT_MADE)
+# Problems whose rule says something broke (rather than a rule said no): the clip "failed".
+FAILURE_RULES = frozenset({"error", "ffmpeg"})
+# Stage order for timings: the progress stages, then the rendition's inner steps as they land.
+STAGE_ORDER = (*STAGES[:2], "plan", *STAGES[2:4], "watermark", "render", "provenance", "delivery", "publish")
+# Manifest columns about the final file's marks; older manifests or runs may lack some of them.
+MARK_COLUMNS = ("watermark_payload", "watermark_bit_accuracy", "c2pa_state", "c2pa_signer", "label")
+# Contact sheets: frames per strip and their longest side; at most this many strips per report.
+STRIP_FRAMES = 4
+STRIP_SIZE = 160
+MAX_STRIPS = 200
 
 
-def render_report_html(run: dict[str, Any]) -> str:
-    """A one-page report: counts, published renditions, and problems with what to do."""
-    esc = html.escape
-    published = run["published"]
-    problems = run["problems"]
-    rows_html = "".join(
-        f"<tr><td>{esc(r['campaign_id'])}</td><td>{esc(r['clip_id'])}</td><td>{esc(r['channel'])}</td>"
-        f"<td>{r['width']}x{r['height']}</td><td>{r['duration_s']:.2f} s</td>"
-        f"<td><code>{esc(r['path'])}</code></td></tr>"
-        for r in published
-    )
-    problems_html = "".join(
-        f"<tr><td>{'' if p['row'] is None else p['row']}</td><td>{esc(p['clip_id'] or '')}</td>"
-        f"<td>{esc(p['column'] or '')}</td><td>{esc(p['stage'])}</td><td>{esc(p['rule'])}</td>"
-        f"<td>{esc(p['message'])}</td></tr>"
-        for p in problems
-    )
-    stages = "".join(f"<li>{esc(k)}: {v:.1f} s</li>" for k, v in run["stage_seconds"].items())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>moviegen run {esc(run["run_id"])}</title>
-<style>body{{font:14px system-ui,sans-serif;margin:2rem;color:#222}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}th{{background:#f3f3f3}}</style></head>
-<body><h1>moviegen run {esc(run["run_id"])}</h1>
-<p>{run["rows"]} rows, {run["valid_rows"]} valid; {len(published)} renditions published,
-{run["already_published"]} already published, {len(problems)} problems; {run["seconds"]:.1f} s.</p>
-<h2>Published</h2><table><tr><th>campaign</th><th>clip</th><th>channel</th><th>size</th><th>duration</th>
-<th>path</th></tr>{rows_html}</table>
-<h2>Problems</h2><table><tr><th>row</th><th>clip_id</th><th>column</th><th>stage</th><th>rule</th>
-<th>message</th></tr>{problems_html}</table>
-<h2>Time per stage</h2><ul>{stages}</ul>
-</body></html>
+# 1. Facts for run.json ---------------------------------------------------------------------------
+
+
+def problem_status(problem: Problem) -> str:
+    """quarantined (held in quarantine/), failed (something broke) or rejected (a rule said no)."""
+    if problem.details.get("quarantine"):
+        return QUARANTINED
+    return FAILED if problem.rule in FAILURE_RULES else REJECTED
+
+
+def clip_records(
+    out: OutputRoot,
+    run_id: str,
+    validation: CatalogValidation,
+    plan: CampaignPlan,
+    masters: Iterable[Master],
+    renditions: Iterable[Rendition],
+    problems: Iterable[Problem],
+) -> list[dict[str, Any]]:
+    """One record per catalog row the run saw: status, channels, gate results, problems and seconds per stage.
+
+    Gate results come from this run's ``scores/`` rows. A row's status is ``quarantined`` when a
+    gate held its clip back, ``failed`` when something broke, ``rejected`` when a rule refused the
+    row or a rendition, ``published`` when every channel is out (some possibly from earlier runs)
+    and ``already_published`` when nothing had to be made. Each channel has its own status.
+    """
+    records: dict[int, dict[str, Any]] = {}
+
+    def record(row: int, campaign_id: str | None, clip_id: str | None) -> dict[str, Any]:
+        if row not in records:
+            records[row] = {
+                "row": row,
+                "campaign_id": campaign_id,
+                "clip_id": clip_id,
+                "status": None,
+                "prompt": None,
+                "caption": None,
+                "clip_key": None,
+                "channels": {},
+                "gates": {},
+                "quarantine": None,
+                "problems": [],
+                "seconds": {},
+            }
+        return records[row]
+
+    by_clip: dict[tuple[str, str], dict[str, Any]] = {}
+    for spec in validation.specs:
+        rec = record(spec.row, spec.campaign_id, spec.clip_id)
+        rec.update(prompt=spec.prompt, caption=spec.caption)
+        rec["channels"] = {channel: {"status": NOT_MADE} for channel in spec.channels}
+        by_clip[(spec.campaign_id, spec.clip_id)] = rec
+    for row in plan.already_published:
+        rec = by_clip.get((row["campaign_id"], row["clip_id"]))
+        if rec is not None:
+            rec["clip_key"] = row.get("clip_key")
+            rec["channels"][row["channel"]] = {"status": ALREADY, "path": row["path"], **_marks(row)}
+    for m in masters:
+        rec = record(m.clip.spec.row, m.clip.spec.campaign_id, m.clip.spec.clip_id)
+        rec["clip_key"], rec["reused_master"] = m.clip.clip_key, m.reused
+        _add_seconds(rec["seconds"], {"generate": m.seconds, "frame_gate": m.gate_seconds})
+    for r in renditions:
+        rec = record(r.clip.spec.row, r.clip.spec.campaign_id, r.clip.spec.clip_id)
+        channel = rec["channels"].setdefault(r.channel, {"status": NOT_MADE})
+        channel["seconds"] = {k: round(v, 3) for k, v in r.seconds.items()}
+        _add_seconds(rec["seconds"], r.seconds)
+        if r.row is not None:
+            channel.update(status=PUBLISHED, path=r.row["path"], **_marks(r.row))
+    for p in problems:
+        if p.row is None:  # the catalog as a whole (a missing column): not one row's
+            continue
+        rec = record(p.row, p.campaign_id, p.clip_id)
+        status = problem_status(p)
+        entry = {"stage": p.stage, "rule": p.rule, "column": p.column, "message": p.message, "status": status}
+        channel_name = p.details.get("channel")
+        if channel_name:
+            entry["channel"] = channel_name
+            channel = rec["channels"].setdefault(channel_name, {"status": NOT_MADE})
+            if channel["status"] != FAILED:  # one failure is enough to call the channel failed
+                channel.update(status=status, stage=p.stage, rule=p.rule)
+        rec["problems"].append(entry)
+        if p.details.get("quarantine"):
+            rec["quarantine"] = p.details["quarantine"]
+    for gate_row in read_run_rows(out, "scores", run_id):
+        rec = records.get(gate_row.get("row"))
+        if rec is not None and gate_row.get("clip_id") == rec["clip_id"]:
+            rec["gates"][gate_row["gate"]] = gate_summary(gate_row)
+    for rec in records.values():
+        rec["status"] = clip_status(rec)
+        rec["seconds"] = {k: round(v, 3) for k, v in _ordered(rec["seconds"]).items()}
+    return [records[row] for row in sorted(records)]
+
+
+def clip_status(rec: dict[str, Any]) -> str:
+    """A clip's status from its problems and its channels' statuses (see ``clip_records``)."""
+    found = {p["status"] for p in rec["problems"]}
+    for status in (QUARANTINED, FAILED, REJECTED):
+        if status in found:
+            return status
+    channels = [c["status"] for c in rec["channels"].values()]
+    if PUBLISHED in channels and all(c in (PUBLISHED, ALREADY) for c in channels):
+        return PUBLISHED
+    if channels and all(c == ALREADY for c in channels):
+        return ALREADY
+    return NOT_MADE
+
+
+def run_counts(clips: list[dict[str, Any]], published: int, already_published: int) -> dict[str, int]:
+    """Clips per status, and renditions published now and before."""
+    by_status = Counter(c["status"] for c in clips)
+    return {
+        **{status: by_status.get(status, 0) for status in STATUSES},
+        "renditions_published": published,
+        "renditions_already_published": already_published,
+    }
+
+
+def gate_summary(score_row: dict[str, Any]) -> dict[str, Any]:
+    """One gate's decision for a clip, with its headline score (the full scores stay in ``scores/``)."""
+    summary = {"passed": score_row.get("passed"), "rule": score_row.get("rule"), "policy": score_row.get("policy")}
+    name, value = headline_score(score_row.get("gate"), _json(score_row.get("scores")))
+    if name is not None:
+        summary.update(score_name=name, score=value)
+    return summary
+
+
+def headline_score(gate: str | None, scores: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The number a reviewer looks at first: the classifier's highest, the top detector label, the CLIP score."""
+    if gate == "prompt" and scores.get("classifier"):
+        return "classifier", max(scores["classifier"].values())
+    if gate == "frames" and scores.get("labels"):
+        label = max(scores["labels"], key=scores["labels"].get)
+        return label, scores["labels"][label]
+    if gate == "adherence" and scores.get("clip_score") is not None:
+        return "clip_score", scores["clip_score"]
+    return None, None
+
+
+def _marks(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in MARK_COLUMNS if k in row}
+
+
+def _add_seconds(into: dict[str, float], seconds: dict[str, float]) -> None:
+    for stage, value in seconds.items():
+        if value:
+            into[stage] = into.get(stage, 0.0) + value
+
+
+def _ordered(seconds: dict[str, float]) -> dict[str, float]:
+    """Stages in the order a clip passes them; stages this module does not know go last."""
+    known = [s for s in STAGE_ORDER if s in seconds]
+    return {s: seconds[s] for s in [*known, *sorted(set(seconds) - set(known))]}
+
+
+def _json(text: Any) -> dict[str, Any]:
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text) if text else {}
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def read_run_rows(out: OutputRoot, dataset: str, run_id: str) -> list[dict[str, Any]]:
+    """A run's rows of a dataset (``scores``, ``manifest``, ``rejected``) with whatever columns its parts have.
+
+    Only the run's own part files are read (they are named after it), so the cost does not grow
+    with the output root's history; parts written by other versions may lack or add columns.
+    """
+    folder = out.path(dataset)
+    if not out.fs.exists(folder):
+        return []
+    prefix = f"part-{run_id}"
+    rows: list[dict[str, Any]] = []
+    for name in sorted(out.fs.ls(folder, detail=False)):
+        base = name.rsplit("/", 1)[-1]
+        if base.startswith(prefix) and base.endswith(".parquet") and ".tmp-" not in base:
+            with out.fs.open(name, "rb") as f:
+                rows += [r for r in pq.read_table(f).to_pylist() if r.get("run_id") == run_id]
+    return rows
+
+
+def run_ids(out: OutputRoot) -> list[str]:
+    """The runs under ``<out>/runs/`` that finished (have a run.json), oldest first: run ids sort by start time."""
+    folder = out.path("runs")
+    if not out.fs.exists(folder):
+        return []
+    names = [n.rstrip("/").rsplit("/", 1)[-1] for n in out.fs.ls(folder, detail=False)]
+    return sorted(n for n in names if out.fs.exists(f"{folder}/{n}/run.json"))
+
+
+def read_run(out: OutputRoot, run_id: str) -> dict[str, Any] | None:
+    """A run's run.json, or None when there is none; raises UnsafePathError for an id that is not a slug."""
+    path = out.path("runs", run_id, "run.json")
+    if not out.fs.exists(path):
+        return None
+    with out.fs.open(path, "rb") as f:
+        return json.load(f)
+
+
+# 2. The page -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ContactSheet:
+    """A strip of frames (JPEG bytes) from one published rendition or one quarantined master."""
+
+    title: str
+    subtitle: str
+    jpeg: bytes | None
+    error: str | None = None
+    kind: str = PUBLISHED
+
+
+@dataclass
+class ReportFacts:
+    """Everything the page shows: run.json's facts, every gate's scores, contact sheets, their cost."""
+
+    run: dict[str, Any]
+    scores: dict[tuple[str | None, str | None], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    sheets: list[ContactSheet] = field(default_factory=list)
+    sheets_left_out: int = 0
+    sheet_seconds: float = 0.0
+
+
+def gather_facts(out: OutputRoot, run: dict[str, Any], max_strips: int = MAX_STRIPS) -> ReportFacts:
+    """Read what the page needs from the output root: this run's scores and a contact sheet per published
+    rendition and per quarantined clip (at most ``max_strips``)."""
+    facts = ReportFacts(run=run)
+    for row in read_run_rows(out, "scores", run["run_id"]):
+        facts.scores.setdefault((row.get("campaign_id"), row.get("clip_id")), {})[row["gate"]] = _json(row["scores"])
+    wanted: list[tuple[str, str, str, str]] = []  # (kind, title, subtitle, path under the root)
+    for r in run.get("published", []):
+        size = f"{r.get('width')}x{r.get('height')}, {float(r.get('duration_s') or 0):.1f} s"
+        wanted.append((PUBLISHED, f"{r['campaign_id']}/{r['clip_id']}", f"{r['channel']} · {size}", r["path"]))
+    for clip in run.get("clips", []):
+        if clip.get("quarantine"):
+            master = _quarantined_master(out, clip["quarantine"])
+            reason = next((p["message"] for p in clip["problems"] if p["status"] == QUARANTINED), "")
+            wanted.append((QUARANTINED, f"{clip['campaign_id']}/{clip['clip_id']}", reason, master or ""))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="moviegen-report-") as tmp:
+        for kind, title, subtitle, relative in wanted[:max_strips]:
+            facts.sheets.append(_sheet(out, kind, title, subtitle, relative, Path(tmp)))
+    facts.sheets_left_out = max(0, len(wanted) - max_strips)
+    facts.sheet_seconds = time.perf_counter() - started
+    return facts
+
+
+def _quarantined_master(out: OutputRoot, folder: str) -> str | None:
+    try:
+        names = out.fs.ls(out.path(*folder.split("/")), detail=False)
+    except (FileNotFoundError, ValueError):
+        return None
+    masters = [n.rsplit("/", 1)[-1] for n in names if n.rsplit("/", 1)[-1].startswith("master.")]
+    return f"{folder}/{masters[0]}" if masters else None
+
+
+def _sheet(out: OutputRoot, kind: str, title: str, subtitle: str, relative: str, tmp: Path) -> ContactSheet:
+    if not relative:
+        return ContactSheet(title, subtitle, None, "its file is not under the output root any more", kind)
+    try:
+        source = out.path(*relative.split("/"))
+        if not out.is_local:  # ffmpeg reads local files: fetch a remote one first
+            local = tmp / relative.rsplit("/", 1)[-1]
+            out.fs.get(source, str(local))
+            source = str(local)
+        return ContactSheet(title, subtitle, frame_strip(Path(source), STRIP_FRAMES, STRIP_SIZE), None, kind)
+    except (MediaError, OSError, ValueError) as exc:
+        return ContactSheet(title, subtitle, None, f"no frames: {exc}", kind)
+
+
+def write_report(out: OutputRoot, run: dict[str, Any]) -> dict[str, Any]:
+    """Build ``runs/<run_id>/report.html`` from the run's facts and files; return what it cost.
+
+    A report that cannot be built never fails the run: the reason is logged and returned.
+    """
+    started = time.perf_counter()
+    try:
+        facts = gather_facts(out, run)
+        page = render_report_html(facts)
+        path = out.write_bytes(page.encode(), "runs", run["run_id"], "report.html")
+    except Exception as exc:  # the run's outcome is already on record; the page is a view of it
+        log.warning("the report of run %s could not be written: %s", run.get("run_id"), exc)
+        return {"path": None, "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "path": path,
+        "bytes": len(page.encode()),
+        "contact_sheets": sum(1 for s in facts.sheets if s.jpeg),
+        "contact_sheet_seconds": round(facts.sheet_seconds, 3),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def esc(value: Any) -> str:
+    """Text for HTML content or a quoted attribute: ``<>&"'`` escaped; None as an empty string."""
+    return "" if value is None else html.escape(str(value), quote=True)
+
+
+STATUS_LABELS = {
+    PUBLISHED: "published",
+    ALREADY: "already published",
+    QUARANTINED: "quarantined",
+    REJECTED: "rejected",
+    FAILED: "failed",
+    NOT_MADE: "not made",
+}
+
+CSS = """
+:root{--ok:#1a7f37;--warn:#9a6700;--bad:#cf222e;--muted:#57606a;--line:#d0d7de}
+*{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2328;
+background:#f6f8fa}main{max-width:1200px;margin:0 auto;padding:24px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px}.muted{color:var(--muted)}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:16px 0}.card{background:#fff;border:1px solid var(--line);
+border-radius:8px;padding:10px 14px;min-width:120px}.card b{display:block;font-size:22px}
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid var(--line)}
+th,td{border-bottom:1px solid var(--line);padding:6px 8px;text-align:left;vertical-align:top}
+th{background:#f0f3f6;font-weight:600;white-space:nowrap}td.num{text-align:right;white-space:nowrap}
+.badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff;
+white-space:nowrap}.published,.pass{background:var(--ok)}.already_published,.not_made{background:#8c959f}
+.quarantined{background:var(--warn)}
+.rejected,.failed,.fail{background:var(--bad)}.text{max-width:280px;overflow-wrap:anywhere}
+.chip{display:inline-block;border:1px solid var(--line);border-radius:4px;padding:0 5px;margin:1px 2px 1px 0;
+font-size:12px;white-space:nowrap}.chip.fail{color:#fff;border-color:var(--bad)}
+.sheets{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
+figure{margin:0;background:#fff;border:1px solid var(--line);
+border-radius:8px;padding:8px;max-width:100%}figure img{display:block;max-width:100%;height:auto}
+figcaption{font-size:12px;margin-top:4px;max-width:640px;overflow-wrap:anywhere}
+details pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:11px;max-width:420px}
+code{font-size:12px;overflow-wrap:anywhere}td.id{white-space:nowrap}td.id code{overflow-wrap:normal}
+ul.channels{margin:0;padding-left:16px}
 """
+
+
+def render_report_html(facts: ReportFacts | dict[str, Any]) -> str:
+    """The report page for a run: counts, time per stage, clips, contact sheets, rejected rows.
+
+    Takes ``ReportFacts`` (``gather_facts``) or run.json's dict alone (then without scores or
+    contact sheets). Self-contained: no script, no request; images are embedded.
+    """
+    if isinstance(facts, dict):
+        facts = ReportFacts(run=facts)
+    run = facts.run
+    clips = run.get("clips", [])
+    counts = run.get("counts") or run_counts(clips, len(run.get("published", [])), run.get("already_published", 0))
+    exit_code = run.get("exit_code")
+    verdict = "every valid row published" if exit_code == 0 else "finished with rows held back or failed"
+    sections = [
+        f"<h1>moviegen run <code>{esc(run['run_id'])}</code></h1>",
+        f'<p class="muted">{esc(verdict)} (exit status {esc(exit_code)}) · {esc(run.get("started_at") or "")}'
+        f" · {float(run.get('seconds') or 0):.1f} s · executor {esc(run.get('executor'))} · {esc(run.get('generator'))}"
+        f" · output <code>{esc(run.get('out'))}</code></p>",
+        _cards(run, counts),
+        "<h2>Where the time went</h2>",
+        timing_chart(run.get("stage_seconds", {}), float(run.get("seconds") or 0)),
+        f"<h2>Clips ({len(clips)})</h2>",
+        _clips_table(clips, facts.scores),
+        f"<h2>Contact sheets ({len(facts.sheets)})</h2>",
+        _sheets(facts),
+        f"<h2>Rejected and failed ({len(run.get('problems', []))})</h2>",
+        _problems_table(run.get("problems", [])),
+        f'<p class="muted">Contact sheets took {facts.sheet_seconds:.1f} s. Every decision\'s scores: '
+        f"<code>scores/</code>; held-back clips: <code>quarantine/</code>; rows: <code>rejected/</code>; "
+        f"renditions: <code>manifest/</code>.</p>",
+    ]
+    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    return (
+        "<!doctype html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{csp}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>moviegen run {esc(run['run_id'])}</title><style>{CSS}</style></head>\n"
+        "<body><main>\n" + "\n".join(sections) + "\n</main></body></html>\n"
+    )
+
+
+def _cards(run: dict[str, Any], counts: dict[str, int]) -> str:
+    items = [
+        ("catalog rows", run.get("rows", 0)),
+        ("valid rows", run.get("valid_rows", 0)),
+        ("renditions published", counts.get("renditions_published", 0)),
+        ("already published", counts.get("renditions_already_published", 0)),
+        ("clips quarantined", counts.get(QUARANTINED, 0)),
+        ("rows rejected", counts.get(REJECTED, 0)),
+        ("clips failed", counts.get(FAILED, 0)),
+    ]
+    cards = "".join(f'<div class="card"><b>{esc(v)}</b>{esc(k)}</div>' for k, v in items)
+    return f'<div class="cards">{cards}</div>'
+
+
+def timing_chart(stage_seconds: dict[str, float], wall_seconds: float, width: int = 720) -> str:
+    """Horizontal bars, one per stage (seconds of work, summed over clips), as inline SVG."""
+    stages = _ordered({k: float(v) for k, v in stage_seconds.items() if v})
+    if not stages:
+        return '<p class="muted">No stage recorded any time.</p>'
+    label_w, value_w, bar_h, gap = 110, 70, 18, 6
+    scale = (width - label_w - value_w) / max(stages.values())
+    height = len(stages) * (bar_h + gap) + gap
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="seconds per stage" font-family="system-ui,sans-serif" font-size="12">'
+    ]
+    for i, (stage, seconds) in enumerate(stages.items()):
+        y = gap + i * (bar_h + gap)
+        bar = max(1.0, seconds * scale)
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + 13}" text-anchor="end">{esc(stage_label(stage))}</text>'
+            f'<rect x="{label_w}" y="{y}" width="{bar:.1f}" height="{bar_h}" rx="3" fill="#0969da">'
+            f"<title>{esc(stage_label(stage))}: {seconds:.2f} s</title></rect>"
+            f'<text x="{label_w + bar + 6:.1f}" y="{y + 13}">{seconds:.1f} s</text>'
+        )
+    parts.append("</svg>")
+    total = sum(stages.values())
+    note = (
+        f'<p class="muted">Seconds of work per stage, summed over clips ({total:.1f} s in all); the run took '
+        f"{wall_seconds:.1f} s from start to end because renders overlap with generation.</p>"
+    )
+    return "".join(parts) + note
+
+
+def _clips_table(clips: list[dict[str, Any]], scores: dict[tuple[Any, Any], dict[str, dict[str, Any]]]) -> str:
+    if not clips:
+        return '<p class="muted">No catalog row reached this run.</p>'
+    head = (
+        "<tr><th>row</th><th>clip</th><th>status</th><th>renditions: watermark, credentials</th><th>gates</th>"
+        "<th>seconds per stage</th><th>prompt and caption</th></tr>"
+    )
+    body = []
+    for c in clips:
+        gates = "".join(_gate_chip(name, g) for name, g in c.get("gates", {}).items()) or '<span class="muted">—</span>'
+        full = scores.get((c.get("campaign_id"), c.get("clip_id")))
+        if full:
+            gates += f"<details><summary>scores</summary><pre>{esc(json.dumps(full, indent=1))}</pre></details>"
+        seconds = ", ".join(f"{esc(stage_label(k))} {v:.1f}" for k, v in c.get("seconds", {}).items())
+        reason = ""
+        if c.get("problems"):
+            first = c["problems"][0]
+            more = f" (+{len(c['problems']) - 1} more)" if len(c["problems"]) > 1 else ""
+            where = f"{esc(first['stage'])}/{esc(first['rule'])}"
+            reason = f"<br><small>{where}: {esc(first['message'])}{esc(more)}</small>"
+        text = esc(c.get("prompt"))
+        if c.get("caption"):
+            text += f"<br><small>caption: {esc(c['caption'])}</small>"
+        body.append(
+            f"<tr><td class=num>{esc(c.get('row'))}</td><td class=id><small>{esc(c.get('campaign_id'))}</small>"
+            f"<br><code>{esc(c.get('clip_id'))}</code></td><td>{_badge(c.get('status'))}{reason}</td>"
+            f"<td>{_channels(c.get('channels', {}))}</td><td>{gates}</td><td>{seconds}</td>"
+            f'<td class="text">{text}</td></tr>'
+        )
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _badge(status: Any) -> str:
+    status = str(status)
+    return f'<span class="badge {esc(status)}">{esc(STATUS_LABELS.get(status, status))}</span>'
+
+
+def _gate_chip(name: str, gate: dict[str, Any]) -> str:
+    passed = gate.get("passed")
+    mark = "✓" if passed else "✗"
+    detail = f" {esc(gate['rule'])}" if gate.get("rule") else ""
+    if gate.get("score_name") is not None and isinstance(gate.get("score"), int | float):
+        detail += f" · {esc(gate['score_name'])} {gate['score']:.2f}"
+    return f'<span class="chip{"" if passed else " fail"}">{esc(name)} {mark}{detail}</span>'
+
+
+def _channels(channels: dict[str, dict[str, Any]]) -> str:
+    if not channels:
+        return '<span class="muted">—</span>'
+    items = []
+    for name, ch in channels.items():
+        marks = []
+        if ch.get("watermark_payload"):
+            accuracy = ch.get("watermark_bit_accuracy")
+            read = f" read {accuracy:.2f}" if isinstance(accuracy, int | float) else ""
+            marks.append(f"watermark {esc(ch['watermark_payload'])}{read}")
+        elif ch.get("status") in (PUBLISHED, ALREADY):
+            marks.append("no watermark recorded")
+        if ch.get("c2pa_state"):
+            signer = f" by {esc(ch['c2pa_signer'])}" if ch.get("c2pa_signer") else ""
+            marks.append(f"C2PA {esc(ch['c2pa_state'])}{signer}")
+        elif ch.get("status") in (PUBLISHED, ALREADY):
+            marks.append("no credentials recorded")
+        if ch.get("label"):
+            marks.append(f"label “{esc(ch['label'])}”")
+        detail = f"<br><small>{' · '.join(marks)}</small>" if marks else ""
+        items.append(f"<li>{esc(name)} {_badge(ch.get('status'))}{detail}</li>")
+    return f'<ul class="channels">{"".join(items)}</ul>'
+
+
+def _sheets(facts: ReportFacts) -> str:
+    if not facts.sheets:
+        return '<p class="muted">Nothing was published or quarantined in this run.</p>'
+    figures = []
+    for s in facts.sheets:
+        if s.jpeg:
+            data = base64.b64encode(s.jpeg).decode("ascii")
+            image = f'<img src="data:image/jpeg;base64,{data}" alt="frames of {esc(s.title)}">'
+        else:
+            image = f'<p class="muted">{esc(s.error)}</p>'
+        figures.append(
+            f"<figure>{image}<figcaption>{_badge(s.kind)} <code>{esc(s.title)}</code> {esc(s.subtitle)}"
+            "</figcaption></figure>"
+        )
+    more = f'<p class="muted">{facts.sheets_left_out} more not shown.</p>' if facts.sheets_left_out else ""
+    return f'<div class="sheets">{"".join(figures)}</div>{more}'
+
+
+def _problems_table(problems: list[dict[str, Any]]) -> str:
+    if not problems:
+        return '<p class="muted">Nothing was rejected and nothing failed.</p>'
+    head = "<tr><th>row</th><th>clip</th><th>column</th><th>stage</th><th>rule</th><th>reason</th></tr>"
+    body = "".join(
+        f"<tr><td class=num>{esc(p.get('row'))}</td><td><code>{esc(p.get('campaign_id'))}/{esc(p.get('clip_id'))}"
+        f"</code></td><td>{esc(p.get('column'))}</td><td>{esc(p.get('stage'))}</td><td>{esc(p.get('rule'))}</td>"
+        f'<td class="text">{esc(p.get("message"))}</td></tr>'
+        for p in sorted(problems, key=_by_row)
+    )
+    return f"<table>{head}{body}</table>"
+
+
+def _by_row(problem: dict[str, Any]) -> tuple[bool, int]:
+    # Catalog order; problems of the catalog as a whole (no row) first.
+    row = problem.get("row")
+    return (row is not None, row if isinstance(row, int) else -1)
+
+
+# 3. The same summary for the Prefect UI ----------------------------------------------------------
+
+
+def summary_table(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per clip (status, channels, reason, seconds): the Prefect table artifact."""
+    rows = []
+    for c in run.get("clips", []):
+        first = c["problems"][0] if c.get("problems") else None
+        rows.append(
+            {
+                "row": c.get("row"),
+                "campaign_id": c.get("campaign_id"),
+                "clip_id": c.get("clip_id"),
+                "status": c.get("status"),
+                "channels": ", ".join(f"{k}: {v.get('status')}" for k, v in c.get("channels", {}).items()),
+                "gates": ", ".join(
+                    f"{k} {'passed' if g.get('passed') else 'failed'}" for k, g in c.get("gates", {}).items()
+                ),
+                "reason": f"{first['stage']}/{first['rule']}: {first['message']}" if first else "",
+                "seconds": round(sum(c.get("seconds", {}).values()), 2),
+            }
+        )
+    return rows
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+
+
+def md_escape(text: Any) -> str:
+    """Text shown literally in Markdown (and HTML), on one line."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str("" if text is None else text).split())).replace("&", "&amp;")
+
+
+def summary_markdown(run: dict[str, Any], report_url: str | None = None) -> str:
+    """Counts, time per stage and the problems as Markdown: the Prefect markdown artifact."""
+    clips = run.get("clips", [])
+    counts = run.get("counts") or run_counts(clips, len(run.get("published", [])), run.get("already_published", 0))
+    lines = [
+        f"# moviegen run {md_escape(run['run_id'])}",
+        "",
+        f"{run.get('rows', 0)} catalog rows, {run.get('valid_rows', 0)} valid: "
+        f"**{counts['renditions_published']} renditions published**, "
+        f"{counts['renditions_already_published']} already published, {counts[QUARANTINED]} clips quarantined, "
+        f"{counts[REJECTED]} rejected, {counts[FAILED]} failed; {float(run.get('seconds') or 0):.1f} s "
+        f"(exit status {run.get('exit_code')}).",
+        "",
+        "| stage | seconds |",
+        "| --- | ---: |",
+        *(f"| {md_escape(stage_label(k))} | {v:.1f} |" for k, v in _ordered(run.get("stage_seconds", {})).items()),
+    ]
+    problems = run.get("problems", [])
+    if problems:
+        lines += ["", "| row | clip | stage | rule | reason |", "| ---: | --- | --- | --- | --- |"]
+        for p in problems[:50]:
+            clip = md_escape(f"{p.get('campaign_id') or ''}/{p.get('clip_id') or ''}")
+            lines.append(
+                f"| {md_escape(p.get('row'))} | {clip} | {md_escape(p.get('stage'))} | {md_escape(p.get('rule'))} "
+                f"| {md_escape(p.get('message'))} |"
+            )
+        if len(problems) > 50:
+            lines.append(f"\n{len(problems) - 50} more in `rejected/`.")
+    if report_url:
+        lines += ["", f"Report: `{report_url}`"]
+    return "\n".join(lines) + "\n"

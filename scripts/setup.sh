@@ -2,11 +2,21 @@
 # Installs everything moviegen needs on a fresh Debian/Ubuntu machine, then gets out of the way.
 # Idempotent and quick when nothing changed: `make demo` and `make test` call it every time.
 #   - Debian packages (ffmpeg + ffprobe, fonts, exiftool) through apt-get when missing;
+#   - with --test (what `make test` passes): also Debian's chromium, only for the test that opens
+#     the run report in a headless browser; running moviegen never needs it;
 #   - a virtual environment in .venv with the CPU build of torch pinned (an unpinned torch pulls
 #     a multi-GB CUDA build) and the project installed editable with its dev tools.
 # On a GPU machine, install the CUDA torch you want into .venv first; this script keeps it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+for_tests=false
+for arg in "$@"; do
+  case "$arg" in
+    --test) for_tests=true ;;
+    *) echo "usage: scripts/setup.sh [--test]" >&2; exit 2 ;;
+  esac
+done
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
@@ -21,6 +31,8 @@ command -v exiftool >/dev/null || apt_packages+=(libimage-exiftool-perl)
 command -v fc-list >/dev/null || apt_packages+=(fontconfig)
 [ -f /usr/share/fonts/truetype/noto/NotoSans-Bold.ttf ] || apt_packages+=(fonts-noto-core)
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || apt_packages+=(fonts-wqy-microhei)
+# The report test (tests/test_report.py) renders a real report in headless Chromium.
+if $for_tests && ! command -v chromium >/dev/null; then apt_packages+=(chromium); fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo -n"
@@ -29,7 +41,7 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
   else
-    echo "setup: cannot apt-get ${apt_packages[*]}; moviegen falls back to imageio-ffmpeg's bundled ffmpeg." >&2
+    echo "setup: cannot apt-get ${apt_packages[*]} (without ffmpeg moviegen falls back to imageio-ffmpeg's bundled one; without chromium the report's browser test is skipped, or fails when CI is set)." >&2
   fi
 fi
 

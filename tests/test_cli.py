@@ -100,3 +100,17 @@ def test_run_publishes_and_reports(tmp_path, catalog_file, tiny_model):
     assert again.returncode == 1
     assert "0 renditions published, 1 already published, 1 rejected" in " ".join(again.stderr.split())
     assert "report:" in again.stderr
+
+
+def test_run_says_what_to_do_when_the_prefect_api_does_not_start(tmp_path, catalog_file):
+    catalog = catalog_file([row("a", channels=["x"])])
+    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"}  # it cannot start in 0 s
+    env.pop("PREFECT_API_URL", None)
+    result = subprocess.run(
+        [MOVIEGEN, "run", str(catalog), "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env
+    )
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr
+    assert "the built-in Prefect API did not start in time (0 s); nothing ran" in said
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in said and "Traceback" not in said
+    assert not (tmp_path / "out" / "published").exists()
