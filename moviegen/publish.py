@@ -45,6 +45,12 @@ MANIFEST_SCHEMA = pa.schema(
         ("seed", pa.int64()),
         ("style", pa.string()),
         ("published_at", pa.timestamp("us", tz="UTC")),
+        # What the delivery gate found in the final file (added with the watermark and provenance;
+        # parts written before them read these as nulls).
+        ("watermark_bit_accuracy", pa.float64()),
+        ("c2pa_state", pa.string()),
+        ("c2pa_signer", pa.string()),
+        ("label", pa.string()),
     ]
 )
 
@@ -173,8 +179,13 @@ class OutputRoot:
         return sorted(n for n in names if n.endswith(".parquet") and ".tmp-" not in n)
 
     def _read_part(self, name: str, schema: pa.Schema) -> pa.Table:
+        """One part file in ``schema``: columns it lacks (written by an older moviegen) read as nulls."""
         with self.fs.open(name, "rb") as f:
-            return pq.read_table(f).select(schema.names).cast(schema)
+            table = pq.read_table(f)
+        for field in schema:
+            if field.name not in table.column_names:
+                table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
+        return table.select(schema.names).cast(schema)
 
 
 def published_renditions(out: OutputRoot) -> dict[tuple[str, str, str], dict[str, Any]]:
