@@ -90,13 +90,19 @@ def same_frame(a: np.ndarray, b: np.ndarray) -> bool:
 class WatermarkProcessor:
     """A render FrameProcessor that embeds one payload, once per run of identical consecutive frames.
 
-    Keeps the last input frame and its marked copy between calls, so a repeat across a batch
-    boundary is reused too. ``embedded`` and ``reused`` count frames and ``seconds`` is the time
-    spent in the processor, for the run's timings and for tests.
+    ``passes`` > 1 embeds the mark again over the marked frames: each pass weights the bits on
+    what the previous one left, so a bit the picture pulls the wrong way gets pushed further (at a
+    cost in PSNR; the pipeline uses it only when a single pass did not read back). Keeps the last
+    input frame and its marked copy between calls, so a repeat across a batch boundary is reused
+    too. ``embedded`` and ``reused`` count frames and ``seconds`` is the time spent in the
+    processor, for the run's timings and for tests.
     """
 
-    def __init__(self, payload: int, watermarker: Watermarker | None = None) -> None:
+    def __init__(self, payload: int, watermarker: Watermarker | None = None, passes: int = 1) -> None:
+        if passes < 1:
+            raise ValueError(f"passes must be at least 1, got {passes}")
         self.payload = payload
+        self.passes = passes
         self.marker = watermarker or default_watermarker()
         self.embedded = 0
         self.reused = 0
@@ -119,10 +125,11 @@ class WatermarkProcessor:
             else:
                 source[i] = len(distinct)
                 distinct.append(i)
-        # 2. One embed call for the distinct frames.
+        # 2. One embed call per pass for the distinct frames.
         if distinct:
-            unique = frames if len(distinct) == count else frames[distinct]
-            marked = self.marker.embed(unique, self.payload)
+            marked = frames if len(distinct) == count else frames[distinct]
+            for _ in range(self.passes):
+                marked = self.marker.embed(marked, self.payload)
         self._last_in = frames[-1].copy()
         # 3. Every frame from its marked original (the input array may be overwritten and returned).
         for i in range(count):
@@ -138,7 +145,9 @@ _master_locks: dict[Path, threading.Lock] = {}
 _master_locks_guard = threading.Lock()
 
 
-def mark_master(master: Path, plan: WatermarkPlan, out: Path, watermarker: Watermarker | None = None) -> Path:
+def mark_master(
+    master: Path, plan: WatermarkPlan, out: Path, watermarker: Watermarker | None = None, passes: int = 1
+) -> Path:
     """The master with ``plan``'s payload embedded, written losslessly to ``out`` once (reused when there).
 
     Renditions of one clip render at the same time on threads: one of them marks, the others wait.
@@ -149,7 +158,7 @@ def mark_master(master: Path, plan: WatermarkPlan, out: Path, watermarker: Water
         if out.is_file():
             return out
         info = probe(master, count_frames=False)
-        processor = WatermarkProcessor(plan.payload, watermarker)
+        processor = WatermarkProcessor(plan.payload, watermarker, passes)
         frames = read_frames(master).copy()  # decoded bytes are read-only; the processor marks in place
         for start in range(0, len(frames), BATCH_FRAMES):
             processor(frames[start : start + BATCH_FRAMES])

@@ -267,6 +267,7 @@ def rendition_spec_for(clip: ClipPlan, channel: str, ctx: RunContext) -> Renditi
 class PlannedRendition:
     """One channel's rendition of a clip: what to render, where its watermark goes, and its key."""
 
+    channel: str
     spec: RenditionSpec
     mark: WatermarkPlan
     key: str
@@ -277,7 +278,9 @@ def plan_rendition(clip: ClipPlan, channel: str, ctx: RunContext) -> PlannedRend
     specs = {name: rendition_spec_for(clip, name, ctx) for name in clip.spec.channels}
     master_size = (clip.request.width, clip.request.height)
     mark = plan_watermark(clip.clip_key, channel, master_size, list(specs.values()))
-    return PlannedRendition(specs[channel], mark, rendition_key(clip.clip_key, specs[channel], mark.processor_key))
+    return PlannedRendition(
+        channel, specs[channel], mark, rendition_key(clip.clip_key, specs[channel], mark.processor_key)
+    )
 
 
 def rendition_key_for(clip: ClipPlan, channel: str, ctx: RunContext) -> str:
@@ -441,76 +444,100 @@ class Rendition:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+# A mark the delivery gate cannot read back (content can pull one bit the wrong way in every frame)
+# is embedded once more with twice the embed passes; only such renditions pay for the second render.
+WATERMARK_PASSES = (1, 2)
+
+
 def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Rendition:
     """Render one channel's MP4 from the master, watermark, label and sign it, gate it, and publish it atomically.
 
     1. render: one ffmpeg pass, the watermark embed on its frames (or a marked master), one encode;
     2. provenance: XMP label metadata, then the signed C2PA manifest (the last writes to the file);
-    3. delivery gate on the final file: preset, watermark read back, provenance;
+    3. delivery gate on the final file: preset, watermark read back, provenance (when only the
+       watermark fails, 1-3 run once more with a stronger mark: WATERMARK_PASSES);
     4. publish: poster, sidecar, video, manifest row.
     """
     clip, spec = master.clip, master.clip.spec
     if master.path is None:
         raise ValueError(f"clip {spec.clip_id} has no master to render: {master.problem}")
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = defaultdict(float)
     try:
         planned = plan_rendition(clip, channel, ctx)
     except (AssetError, FontError) as exc:
         return Rendition(clip, channel, problems=[clip_problem(clip, "render", _rule(exc), str(exc), channel)])
-    rendition, mark = planned.spec, planned.mark
     scratch = ctx.work_dir / "renders" / planned.key
     video = scratch / f"{spec.clip_id}.mp4"
     try:
-        # 1. Render, with the watermark embedded before the single encode.
-        started = time.perf_counter()
-        source, processor = _marked_source(master, mark, ctx)
-        embed_seconds = time.perf_counter() - started
-        render_rendition(source, rendition, video, processor=processor, batch_frames=BATCH_FRAMES)
-        embed_seconds += processor.seconds if processor else 0.0
-        timings["watermark"] = embed_seconds
-        timings["render"] = time.perf_counter() - started - embed_seconds
+        for passes in WATERMARK_PASSES:
+            verdict = make_final(master, planned, video, passes, ctx, timings)
+            if verdict.ok or passes == WATERMARK_PASSES[-1] or {f.rule for f in verdict.failures} != {"watermark"}:
+                break
+            log.warning(
+                "%s/%s on %s: %s; embedding it again with %d passes",
+                spec.campaign_id, spec.clip_id, channel, verdict.watermark.message, passes + 1,
+            )  # fmt: skip
         progress.advance("render")
-
-        # 2. Provenance: the last writes to the file.
-        started = time.perf_counter()
-        facts = provenance_facts(clip, channel, mark.payload_hex)
-        add_provenance(video, facts, ctx.settings.provenance, ctx.signer)
-        timings["provenance"] = time.perf_counter() - started
-
-        # 3. Delivery gate on the final file.
-        started = time.perf_counter()
-        verdict = gate_rendition(video, rendition.preset, rendition.duration_s, mark.payload, ctx.settings.provenance)
-        timings["delivery"] = time.perf_counter() - started
         if not verdict.ok:
             problems = [
                 clip_problem(clip, "delivery", f.rule, f.message, channel, **f.details) for f in verdict.failures
             ]
-            return Rendition(clip, channel, seconds=timings, problems=problems)
+            return Rendition(clip, channel, seconds=dict(timings), problems=problems)
 
         # 4. Publish.
         started = time.perf_counter()
         poster = write_poster(video, scratch / f"{spec.clip_id}.jpg", at_s=min(1.0, spec.duration_s / 2))
-        row = publish_rendition(clip, channel, planned, video, poster, verdict, ctx)
-        timings["publish"] = time.perf_counter() - started
+        row = publish_rendition(clip, channel, planned, video, poster, verdict, passes, ctx)
+        timings["publish"] += time.perf_counter() - started
         progress.advance("publish")
     except ProvenanceError as exc:
         problem = clip_problem(clip, "provenance", "error", str(exc), channel)
-        return Rendition(clip, channel, seconds=timings, problems=[problem])
+        return Rendition(clip, channel, seconds=dict(timings), problems=[problem])
     except (MediaError, AssetError, FontError) as exc:
         problem = clip_problem(clip, "render", _rule(exc), str(exc), channel)
-        return Rendition(clip, channel, seconds=timings, problems=[problem])
+        return Rendition(clip, channel, seconds=dict(timings), problems=[problem])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return Rendition(clip, channel, row=row, seconds=timings)
+    return Rendition(clip, channel, row=row, seconds=dict(timings))
 
 
-def _marked_source(master: Master, mark: WatermarkPlan, ctx: RunContext) -> tuple[Path, WatermarkProcessor | None]:
-    """What to render from: the marked master (master placement), or the master and a processor that marks frames."""
+def make_final(
+    master: Master,
+    planned: PlannedRendition,
+    video: Path,
+    passes: int,
+    ctx: RunContext,
+    timings: dict[str, float],
+) -> DeliveryVerdict:
+    """Steps 1-3 of a rendition: render with the watermark, add provenance, and gate the final file.
+
+    Adds the seconds of each step to ``timings`` (``watermark`` is the embed's own share of the render).
+    """
     assert master.path is not None
+    clip, channel, rendition, mark = master.clip, planned.channel, planned.spec, planned.mark
+    # 1. Render, with the watermark embedded before the single encode (or already in the master).
+    started = time.perf_counter()
     if mark.placement == "master":
-        marked = ctx.work_dir / "masters" / f"{master.clip.clip_key}.mark-{mark.payload_hex}.mkv"
-        return mark_master(master.path, mark, marked), None
-    return master.path, WatermarkProcessor(mark.payload)
+        marked = ctx.work_dir / "masters" / f"{clip.clip_key}.mark-{mark.payload_hex}-x{passes}.mkv"
+        source, processor = mark_master(master.path, mark, marked, passes=passes), None
+    else:
+        source, processor = master.path, WatermarkProcessor(mark.payload, passes=passes)
+    embed_seconds = time.perf_counter() - started
+    render_rendition(source, rendition, video, processor=processor, batch_frames=BATCH_FRAMES)
+    embed_seconds += processor.seconds if processor else 0.0
+    timings["watermark"] += embed_seconds
+    timings["render"] += time.perf_counter() - started - embed_seconds
+
+    # 2. Provenance: the last writes to the file.
+    started = time.perf_counter()
+    add_provenance(video, provenance_facts(clip, channel, mark.payload_hex), ctx.settings.provenance, ctx.signer)
+    timings["provenance"] += time.perf_counter() - started
+
+    # 3. Delivery gate on the final file.
+    started = time.perf_counter()
+    verdict = gate_rendition(video, rendition.preset, rendition.duration_s, mark.payload, ctx.settings.provenance)
+    timings["delivery"] += time.perf_counter() - started
+    return verdict
 
 
 def _rule(exc: Exception) -> str:
@@ -524,6 +551,7 @@ def publish_rendition(
     video: Path,
     poster: Path,
     verdict: DeliveryVerdict,
+    watermark_passes: int,
     ctx: RunContext,
 ) -> dict[str, Any]:
     """Put poster, sidecar and video into ``published/`` (video last) and append the manifest row.
@@ -573,6 +601,7 @@ def publish_rendition(
         "style": spec.style,
         "published_at": utc_now(),
         "watermark_bit_accuracy": round(verdict.watermark.bit_accuracy, 4),
+        "watermark_passes": watermark_passes,
         "c2pa_state": credentials["state"],
         "c2pa_signer": (credentials["signer"] or {}).get("common_name"),
         "label": label.text if label else None,
