@@ -1,4 +1,5 @@
-"""Files a rendition pulls in by URI: logo images, music beds and .cube LUTs.
+"""Files a catalog row pulls in by URI: logo images, music beds, .cube LUTs, and the generation inputs
+(a reference image for image-to-video, a source clip for video-to-video).
 
 Problem: catalog rows name these files by path or URL, and ffmpeg opens whatever it is handed:
 network protocols, ``concat:`` and ``subfile,`` tricks, playlists that pull in other files.
@@ -26,7 +27,7 @@ import fsspec
 
 from moviegen.media import ffprobe_binary
 
-AssetKind = Literal["logo", "music", "lut"]
+AssetKind = Literal["logo", "music", "lut", "image", "video"]
 
 # Schemes fsspec may fetch from. Local paths need none (or file://); memory:// serves tests.
 ALLOWED_SCHEMES = ("file", "http", "https", "s3", "gs", "gcs", "az", "abfs", "abfss", "memory")
@@ -34,8 +35,13 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "logo": (".png", ".jpg", ".jpeg", ".webp"),
     "music": (".mp3", ".wav", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac"),
     "lut": (".cube",),
+    "image": (".png", ".jpg", ".jpeg", ".webp"),
+    "video": (".mp4", ".mov", ".m4v", ".mkv", ".webm"),
 }
-MAX_BYTES = {"logo": 20 * 2**20, "music": 200 * 2**20, "lut": 20 * 2**20}
+MAX_BYTES = {"logo": 20 * 2**20, "music": 200 * 2**20, "lut": 20 * 2**20, "image": 50 * 2**20, "video": 500 * 2**20}
+# ffprobe format names accepted for a source clip (no playlists, image sequences or raw streams).
+VIDEO_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"}
+MAX_VIDEO_SIDE = 4096
 # ffprobe format names accepted for a music bed, and the demuxer to force when reading it.
 AUDIO_FORMATS = {
     "mp3": "mp3",
@@ -167,17 +173,19 @@ def _read(uri: str, kind: str) -> bytes:
 
 def _check_content(path: Path, kind: str, uri: str) -> str | None:
     """Check the file is what its kind says; for music return the demuxer ffmpeg must use."""
-    if kind == "logo":
+    if kind in ("logo", "image"):
         from PIL import Image, UnidentifiedImageError
 
         try:
             with Image.open(path) as image:
                 image.verify()
                 if image.format not in ("PNG", "JPEG", "WEBP"):
-                    raise AssetError(f"logo {uri!r} is {image.format}, not PNG, JPEG or WebP")
+                    raise AssetError(f"{kind} {uri!r} is {image.format}, not PNG, JPEG or WebP")
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-            raise AssetError(f"logo {uri!r} is not a readable image: {exc}") from None
+            raise AssetError(f"{kind} {uri!r} is not a readable image: {exc}") from None
         return None
+    if kind == "video":
+        return _probe_video_format(path, uri)
     if kind == "lut":
         read_cube_size(path, uri)
         return None
@@ -211,6 +219,32 @@ def read_cube_size(path: Path, uri: str = "") -> int:
     if rows != size**3:
         raise AssetError(f"lut {uri or path!r} has {rows} rows; LUT_3D_SIZE {size} needs {size**3}")
     return size
+
+
+def _probe_video_format(path: Path, uri: str) -> str:
+    """Check a source clip is an MP4/MOV or Matroska/WebM file with a decodable video stream."""
+    ffprobe = ffprobe_binary()
+    if ffprobe is None:
+        raise AssetError("source clips need ffprobe (install the ffmpeg package)")
+    proc = subprocess.run(
+        [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise AssetError(f"video {uri!r} is not a readable video file: {proc.stderr.decode(errors='replace')[-200:]}")
+    data = json.loads(proc.stdout)
+    name = data.get("format", {}).get("format_name", "")
+    if name not in VIDEO_FORMATS:
+        raise AssetError(f"video {uri!r} is {name or 'of an unknown format'}: use MP4, MOV, MKV or WebM")
+    streams = [s for s in data.get("streams", []) if s.get("codec_type") == "video"]
+    if not streams:
+        raise AssetError(f"video {uri!r} has no video stream")
+    width, height = int(streams[0].get("width") or 0), int(streams[0].get("height") or 0)
+    if not (0 < width <= MAX_VIDEO_SIDE and 0 < height <= MAX_VIDEO_SIDE):
+        raise AssetError(f"video {uri!r} is {width}x{height}: use a clip of at most {MAX_VIDEO_SIDE} pixels a side")
+    return "mov" if name.startswith("mov") else "matroska"
 
 
 def _probe_audio_format(path: Path, uri: str) -> str:

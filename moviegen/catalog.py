@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moviegen.assets import check_uri
-from moviegen.models.registry import ASPECTS, UnknownModelError, resolve_model
+from moviegen.models.registry import ASPECTS, UnknownModelError, resolve_for_task, resolve_model
 from moviegen.presets import ROW_LOOK_FIELDS, ChannelPreset, builtin_luts
 from moviegen.spec import ClipSpec, Problem
 
@@ -46,6 +46,8 @@ LOOK_NUMBERS = {
     "speed": (0.25, 4.0),
 }
 LOOK_CHOICES = {"motion": ("duplicate", "blend", "interpolate"), "extend": ("loop", "hold")}
+MIN_EDIT_STRENGTH = 0.05
+MAX_BEST_OF = 8
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,25 @@ COLUMNS: tuple[Column, ...] = (
     Column("speed", pa.float64(), False, None, "Playback speed, 0.25 to 4 (0.5 = half speed)."),
     Column("motion", pa.string(), False, None, "Frame-rate conversion: duplicate, blend, interpolate (slow)."),
     Column("extend", pa.string(), False, None, "Clip shorter than duration_s: loop, or hold the last frame."),
-)
+    # Generation beyond text-to-video: personalisation, edits, soundtrack, prompt adherence.
+    Column(
+        "reference_image", pa.string(), False, None,
+        "Image-to-video: the video starts from this image (a product shot, a mascot); PNG, JPEG, WebP path or URL.",
+    ),
+    Column(
+        "source_video", pa.string(), False, None,
+        "Video-to-video: edit this clip (MP4, MOV, MKV, WebM path or URL); the prompt describes the result.",
+    ),
+    Column(
+        "edit_strength", pa.float64(), False, None,
+        f"With source_video: how far the edit may move from the clip, {MIN_EDIT_STRENGTH:g}-1 (default 0.6).",
+    ),
+    Column("audio_prompt", pa.string(), False, "", "A soundtrack to generate (text-to-audio), mixed under the video."),
+    Column(
+        "best_of", pa.int32(), False, 1,
+        f"Generate 1-{MAX_BEST_OF} candidates (seed, seed+1, ...) and keep the one that best matches the prompt.",
+    ),
+)  # fmt: skip
 COLUMNS_BY_NAME = {c.name: c for c in COLUMNS}
 CATALOG_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=not c.required) for c in COLUMNS])
 
@@ -206,6 +226,7 @@ def validate_catalog(
             values["model"] = model
         if "channels" in values and "duration_s" in values:
             row_problems.extend(_duration_fits_channels(i, clip_id, campaign_id, values, channels))
+        row_problems.extend(_conditioning_fits(i, clip_id, campaign_id, values, model_problems))
         if row_problems:
             result.problems.extend(row_problems)
             continue
@@ -237,6 +258,11 @@ def validate_catalog(
                 fit=values["fit"],
                 anchor=values["anchor"],
                 look=tuple((k, values[k]) for k in ROW_LOOK_FIELDS if values[k] is not None),
+                reference_image=values["reference_image"] or None,
+                source_video=values["source_video"] or None,
+                edit_strength=values["edit_strength"],
+                audio_prompt=values["audio_prompt"].strip(),
+                best_of=values["best_of"],
                 extra={n: _jsonable(data[n][i]) for n in extra_names},
             )
         )
@@ -387,6 +413,11 @@ def _checkers(channels: set[str], styles: set[str]) -> dict[str, _Check]:
         "lut": uri("lut", builtin_luts()),
         **{name: number(lo, hi, integer=False) for name, (lo, hi) in LOOK_NUMBERS.items()},
         **{name: choice(set(names)) for name, names in LOOK_CHOICES.items()},
+        "reference_image": uri("image"),
+        "source_video": uri("video"),
+        "edit_strength": number(MIN_EDIT_STRENGTH, 1.0, integer=False),
+        "audio_prompt": text(MAX_PROMPT_CHARS),
+        "best_of": number(1, MAX_BEST_OF, integer=True),
     }
 
 
@@ -407,6 +438,36 @@ def _duration_fits_channels(
         )
         for c in too_long
     ]
+
+
+def _conditioning_fits(
+    row: int, clip_id: str | None, campaign_id: str | None, values: dict, model_problems: dict[str, str | None]
+) -> list[Problem]:
+    """A row asks for one task (a reference image or a clip to edit, not both) that its model can run."""
+
+    def problem(column: str, rule: str, message: str) -> Problem:
+        return Problem(row, clip_id, column, "schema", rule, message, campaign_id)
+
+    reference, source = values.get("reference_image"), values.get("source_video")
+    if reference and source:
+        return [
+            problem(
+                "source_video",
+                "conflict",
+                "give either reference_image (image-to-video) or source_video (video-to-video), not both",
+            )
+        ]
+    if values.get("edit_strength") is not None and not source and "source_video" in values:
+        return [problem("edit_strength", "needs_source", "edit_strength applies to source_video: add one or remove it")]
+    task = "i2v" if reference else "v2v" if source else None
+    model = values.get("model")
+    if task is None or not model or model_problems.get(model):
+        return []
+    try:
+        resolve_for_task(resolve_model(model), task)
+    except UnknownModelError as exc:
+        return [problem("reference_image" if task == "i2v" else "source_video", "unsupported_task", str(exc))]
+    return []
 
 
 def _reject_duplicates(specs: list[ClipSpec], data: dict[str, list], problems: list[Problem]) -> list[ClipSpec]:

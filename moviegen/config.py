@@ -41,6 +41,43 @@ class GenerationSettings(BaseModel):
     batch_size: int = Field(4, ge=1, le=64, description="Most clips per pipeline call.")
     steps: int | None = Field(None, ge=1, le=200, description="Overrides the model's default steps.")
     allow_pickle: bool = Field(False, description="Allow non-safetensors weights (unsafe).")
+    # GPU efficiency options (docs/README-issue9.md says when to use each). Each applies only where it
+    # can: offload and torch.compile on CUDA; VAE tiling and the step cache on every device.
+    offload: Literal["none", "model", "sequential", "group"] = Field(
+        "none",
+        description="CUDA memory: model = whole models move to the GPU in turn; sequential = layer by layer "
+        "(slowest, least memory); group = layers in groups with prefetching (near model speed, little memory).",
+    )
+    vae_tiling: bool = Field(False, description="Decode (and encode) frames in overlapping tiles: less memory, 720p+.")
+    compile: bool = Field(False, description="torch.compile the transformer's repeated blocks (CUDA only).")
+    cache: Literal["none", "first_block"] = Field(
+        "none", description="Reuse transformer outputs across denoising steps (First Block Cache): faster, approximate."
+    )
+    cache_threshold: float = Field(
+        0.05, gt=0.0, le=1.0, description="First Block Cache: how much the first block may change before recomputing."
+    )
+
+
+class AudioSettings(BaseModel):
+    """Soundtracks generated from a row's ``audio_prompt`` (text-to-audio with a diffusers pipeline)."""
+
+    model: str = Field("tiny-stable-audio", description="Registry name, hub id or local folder of the audio model.")
+    steps: int | None = Field(None, ge=1, le=500, description="Overrides the audio model's default steps.")
+    guidance: float | None = Field(None, ge=0.0, le=30.0, description="Overrides the audio model's guidance scale.")
+
+
+class AdherenceSettings(BaseModel):
+    """Prompt adherence: CLIP image-text similarity of sampled frames, recorded per clip in ``scores/``."""
+
+    model: str | None = Field(
+        None,
+        description="CLIP model (registry name, hub id such as openai/clip-vit-base-patch32, or a local folder); "
+        "none: clips are not scored and best_of is refused.",
+    )
+    frames: int = Field(8, ge=1, le=64, description="Frames sampled evenly from each clip.")
+    min_score: float | None = Field(
+        None, ge=0.0, le=100.0, description="Hold back clips whose best CLIP score is lower (none: record only)."
+    )
 
 
 LabelPosition = Literal["top_left", "top_right", "bottom_left", "bottom_right", "top", "bottom"]
@@ -157,6 +194,8 @@ class Settings(BaseSettings):
     styles: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Extra named styles.")
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    adherence: AdherenceSettings = Field(default_factory=AdherenceSettings)
 
     @classmethod
     def settings_customise_sources(

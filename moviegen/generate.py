@@ -1,18 +1,27 @@
 """Generation: load each model once per process, batch compatible clips, deterministic seeds.
 
 Device and dtype are chosen at run time (CUDA when present, else Apple MPS, else the CPU);
-nothing here assumes a GPU.
+nothing here assumes a GPU. GPU efficiency options (``PipelineOptions``: offload, VAE tiling,
+torch.compile, First Block Cache) are applied when a pipeline is loaded, each only on a device
+where it applies; what was skipped is logged and kept in ``PipelineCache.notes``.
+
+Three tasks run through the same call: text-to-video, image-to-video (a row's ``reference_image``)
+and video-to-video (a row's ``source_video``). A task that runs on the same weights as the loaded
+checkpoint (Wan's or CogVideoX's video-to-video, LTX-Video's image-to-video) gets a pipeline built
+over the loaded components, so no weights are loaded twice.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +72,12 @@ def pick_device(device: str = "auto", dtype: str = "auto") -> Device:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Everything one clip's pixels depend on (its clip_key is a hash of this and the model)."""
+    """Everything one clip's pixels depend on (its clip_key is a hash of ``identity()`` and the model).
+
+    Image-to-video (``task`` i2v) and video-to-video (v2v) requests carry their input's content
+    hash, which is part of the identity, and its local path, which is not (a path says where a
+    copy is, not what it holds).
+    """
 
     prompt: str
     negative_prompt: str
@@ -73,10 +87,70 @@ class GenerationRequest:
     num_frames: int
     steps: int
     guidance: float
+    task: str = "t2v"
+    reference_sha256: str | None = None  # i2v: the reference image's content
+    source_sha256: str | None = None  # v2v: the source clip's content
+    strength: float | None = None  # v2v: how far the result may move away from the source (0-1)
+    reference_path: str | None = field(default=None, compare=False)
+    source_path: str | None = field(default=None, compare=False)
+    fps: int | None = field(default=None, compare=False)  # the model's rate: LTX's frame_rate, the source's resampling
+
+    def identity(self) -> dict[str, Any]:
+        """What the clip_key hashes: the text-to-video fields as before, plus the conditioning when present."""
+        values = asdict(self)
+        for name in ("reference_path", "source_path", "fps"):
+            values.pop(name)
+        if values["task"] == "t2v":
+            values.pop("task")
+        return {k: v for k, v in values.items() if v is not None}
 
     def batch_key(self) -> tuple[Any, ...]:
-        """Requests with the same key can share one pipeline call."""
-        return (self.width, self.height, self.num_frames, self.steps, self.guidance)
+        """Requests with the same key can share one pipeline call (one reference image or source clip per call)."""
+        return (
+            self.width,
+            self.height,
+            self.num_frames,
+            self.steps,
+            self.guidance,
+            self.task,
+            self.reference_sha256,
+            self.source_sha256,
+            self.strength,
+        )
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """GPU efficiency options applied when a pipeline is loaded (see GenerationSettings for each).
+
+    ``identity()`` names the ones that change pixels (the step cache approximates, tiled decoding
+    blends tile seams): they are part of every clip_key made with them. Offload and compile only
+    change speed and memory.
+    """
+
+    offload: str = "none"
+    vae_tiling: bool = False
+    compile: bool = False
+    cache: str = "none"
+    cache_threshold: float = 0.05
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PipelineOptions:
+        return cls(
+            offload=settings.offload,
+            vae_tiling=settings.vae_tiling,
+            compile=settings.compile,
+            cache=settings.cache,
+            cache_threshold=settings.cache_threshold,
+        )
+
+    def identity(self) -> tuple[tuple[str, str], ...]:
+        ident: list[tuple[str, str]] = []
+        if self.cache != "none":
+            ident.append(("cache", f"{self.cache}:{self.cache_threshold:g}"))
+        if self.vae_tiling:
+            ident.append(("vae_tiling", "on"))
+        return tuple(ident)
 
 
 class ModelLoadError(RuntimeError):
@@ -90,16 +164,36 @@ class PipelineCache:
     """
 
     def __init__(self) -> None:
-        self._pipes: dict[tuple[str, str, str], Any] = {}
-        self._lock = threading.Lock()
+        self._pipes: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.RLock()
         self.loads: Counter[str] = Counter()
+        self.notes: list[str] = []  # GPU options that did not apply on this device, and why
 
-    def get(self, ref: ModelRef, device: Device, cache_dir: Path, allow_pickle: bool = False) -> Any:
-        key = (ref.location, device.name, device.dtype_name)
+    def get(
+        self,
+        ref: ModelRef,
+        device: Device,
+        cache_dir: Path,
+        allow_pickle: bool = False,
+        task: str = "t2v",
+        options: PipelineOptions | None = None,
+    ) -> Any:
+        """The pipeline that runs ``task`` on ``ref``'s weights, loading the weights at most once."""
+        options = options or PipelineOptions()
+        base_key = (ref.location, device.name, device.dtype_name, options)
         with self._lock:
-            if key not in self._pipes:
-                self._pipes[key] = load_pipeline(ref, device, cache_dir, allow_pickle)
+            if base_key not in self._pipes:
+                pipe = load_pipeline(ref, device, cache_dir, allow_pickle)
+                self.notes += apply_pipeline_options(pipe, device, options)
+                self._pipes[base_key] = pipe
                 self.loads[ref.location] += 1
+            base = self._pipes[base_key]
+            cls_name = ref.pipeline_for(task)
+            if cls_name == type(base).__name__:
+                return base
+            key = (*base_key, cls_name)
+            if key not in self._pipes:
+                self._pipes[key] = derive_pipeline(base, cls_name, device, options)
             return self._pipes[key]
 
     def clear(self) -> None:
@@ -126,12 +220,16 @@ def device_lock(device: Device) -> threading.Lock:
 
 def model_location(ref: ModelRef, cache_dir: Path) -> str:
     """What from_pretrained is given: the tiny model's saved folder, a local folder or a hub id."""
-    return str(ensure_tiny_model(cache_dir)) if ref.is_tiny else ref.location
+    return str(ensure_tiny_model(cache_dir, ref.tiny_name)) if ref.is_tiny else ref.location
 
 
 def model_revision(ref: ModelRef, cache_dir: Path) -> str:
     """The model's identity for clip keys: folder fingerprint, or the hub revision when cached locally."""
-    location = model_location(ref, cache_dir)
+    return location_revision(model_location(ref, cache_dir))
+
+
+def location_revision(location: str) -> str:
+    """A folder's fingerprint, or a hub id's locally cached revision ("unresolved" when not downloaded)."""
     if Path(location).is_dir():
         return fingerprint_folder(Path(location))
     try:
@@ -144,35 +242,67 @@ def model_revision(ref: ModelRef, cache_dir: Path) -> str:
 
 
 def load_pipeline(ref: ModelRef, device: Device, cache_dir: Path, allow_pickle: bool = False) -> Any:
-    """Load a pipeline with from_pretrained (hub id or folder), honouring HF_HUB_OFFLINE.
+    """Load a video pipeline with from_pretrained (hub id or folder), honouring HF_HUB_OFFLINE.
 
     Only safetensors weights are accepted unless ``allow_pickle`` is set: pickle files can run code.
+    The pipeline is left on the CPU: ``apply_pipeline_options`` moves it (or offloads it).
     """
     import diffusers
     import torch
 
     location = model_location(ref, cache_dir)
-    pipeline_cls = getattr(diffusers, ref.info.family.pipeline_class)
-    # None lets diffusers prefer safetensors and fall back to pickle files; True refuses pickle.
-    use_safetensors = None if allow_pickle else True
-    if not allow_pickle and Path(location).is_dir():
-        pickled = sorted(str(p.relative_to(location)) for p in Path(location).rglob("*") if p.suffix in PICKLE_SUFFIXES)
-        if pickled:
-            raise ModelLoadError(
-                f"model {ref.requested!r} has pickle weights ({', '.join(pickled[:3])}), which can run code when "
-                "loaded: convert them to safetensors, or set generation.allow_pickle: true if you trust the source"
+    extra: dict[str, Any] = {}
+    if ref.info.family.name == "wan" and device.dtype != torch.float32:
+        # Wan's VAE is numerically fragile in half precision; the reference setup keeps it in float32.
+        check_safe_weights(ref.requested, location, allow_pickle)
+        with _tiny_model_warnings_hidden(ref.is_tiny), _load_errors(ref.requested, location):
+            extra["vae"] = diffusers.AutoencoderKLWan.from_pretrained(
+                location, subfolder="vae", dtype=torch.float32, use_safetensors=None if allow_pickle else True
             )
-    kwargs: dict[str, Any] = {"dtype": device.dtype, "use_safetensors": use_safetensors}
-    log.info("loading %s from %s on %s (%s)", ref.requested, location, device.name, device.dtype_name)
-    _quiet_loading_bars()
+    return from_pretrained(ref.info.weights_class, ref.requested, location, device, allow_pickle, ref.is_tiny, **extra)
+
+
+def check_safe_weights(requested: str, location: str, allow_pickle: bool) -> None:
+    """Refuse a local folder with pickle weights (they can run code when loaded) unless allowed."""
+    if allow_pickle or not Path(location).is_dir():
+        return
+    pickled = sorted(str(p.relative_to(location)) for p in Path(location).rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise ModelLoadError(
+            f"model {requested!r} has pickle weights ({', '.join(pickled[:3])}), which can run code when "
+            "loaded: convert them to safetensors, or set generation.allow_pickle: true if you trust the source"
+        )
+
+
+def from_pretrained(
+    pipeline_class: str,
+    requested: str,
+    location: str,
+    device: Device,
+    allow_pickle: bool = False,
+    tiny: bool = False,
+    **components: Any,
+) -> Any:
+    """Load any diffusers pipeline class by name (video or audio), safetensors only unless allowed."""
+    import diffusers
+
+    check_safe_weights(requested, location, allow_pickle)
+    pipeline_cls = getattr(diffusers, pipeline_class)
+    # None lets diffusers prefer safetensors and fall back to pickle files; True refuses pickle.
+    kwargs: dict[str, Any] = {"dtype": device.dtype, "use_safetensors": None if allow_pickle else True, **components}
+    log.info("loading %s from %s on %s (%s)", requested, location, device.name, device.dtype_name)
+    quiet_loading_bars()
+    with _tiny_model_warnings_hidden(tiny), _load_errors(requested, location):
+        pipe = pipeline_cls.from_pretrained(location, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@contextmanager
+def _load_errors(requested: str, location: str) -> Iterator[None]:
+    """Turn from_pretrained's errors into a ModelLoadError that says what to do."""
     try:
-        with _tiny_model_warnings_hidden(ref.is_tiny):
-            if ref.info.family.name == "wan" and device.dtype != torch.float32:
-                # Wan's VAE is numerically fragile in half precision; the reference setup keeps it in float32.
-                kwargs["vae"] = diffusers.AutoencoderKLWan.from_pretrained(
-                    location, subfolder="vae", dtype=torch.float32, use_safetensors=use_safetensors
-                )
-            pipe = pipeline_cls.from_pretrained(location, **kwargs)
+        yield
     except OSError as exc:
         if Path(location).exists():
             hint = "check that the folder was written by save_pretrained with safetensors weights"
@@ -180,12 +310,149 @@ def load_pipeline(ref: ModelRef, device: Device, cache_dir: Path, allow_pickle: 
             hint = f"the hub is offline (HF_HUB_OFFLINE): download it first (`hf download {location}`)"
         else:
             hint = f"download it first (`hf download {location}`) or point model at a local folder"
-        raise ModelLoadError(f"cannot load model {ref.requested!r} from {location}: {exc}. {hint}") from exc
+        raise ModelLoadError(f"cannot load model {requested!r} from {location}: {exc}. {hint}") from exc
     except ValueError as exc:
-        raise ModelLoadError(f"cannot load model {ref.requested!r}: {exc}") from exc
-    pipe.to(device.name)
+        raise ModelLoadError(f"cannot load model {requested!r}: {exc}") from exc
+
+
+def derive_pipeline(base: Any, pipeline_class: str, device: Device, options: PipelineOptions) -> Any:
+    """Another task's pipeline over the same loaded components (no weights copied, none loaded).
+
+    Built directly rather than with ``from_pipe``, which would cast every shared module to one dtype
+    (Wan keeps its VAE in float32). Offload hooks are set again for the new pipeline's own order.
+    """
+    import diffusers
+
+    cls = getattr(diffusers, pipeline_class)
+    accepted = inspect.signature(cls.__init__).parameters
+    pipe = cls(**{name: module for name, module in base.components.items() if name in accepted})
     pipe.set_progress_bar_config(disable=True)
+    if options.offload != "none" and device.name.startswith("cuda"):
+        _offload(pipe, device, options.offload)
     return pipe
+
+
+def apply_pipeline_options(pipe: Any, device: Device, options: PipelineOptions) -> list[str]:
+    """Move the pipeline to its device (or offload it) and apply the GPU efficiency options.
+
+    Each option applies only where it can: offload and torch.compile on CUDA (skipped elsewhere, with
+    a note), VAE tiling and the First Block Cache everywhere. Returns the notes of what was skipped.
+    """
+    notes: list[str] = []
+    cuda = device.name.startswith("cuda")
+    name = type(pipe).__name__
+    # 1. Placement: on the device, or offloaded to the CPU between uses.
+    if options.offload != "none" and not cuda:
+        notes.append(f"offload={options.offload} applies to CUDA only: {name} runs on {device.name} as is")
+    if options.offload != "none" and cuda:
+        _offload(pipe, device, options.offload)
+    else:
+        pipe.to(device.name)
+    # 2. VAE tiling: decode (and encode) in overlapping tiles, so 720p+ frames fit in less memory.
+    vae = getattr(pipe, "vae", None)
+    if options.vae_tiling:
+        if hasattr(vae, "enable_tiling"):
+            vae.enable_tiling()
+        else:
+            notes.append(f"vae_tiling: {name}'s VAE has no tiled mode")
+    # 3. Step cache: reuse the transformer's output while its first block barely changes between steps.
+    transformer = getattr(pipe, "transformer", None)
+    if options.cache == "first_block":
+        if hasattr(transformer, "enable_cache"):
+            from diffusers import FirstBlockCacheConfig
+
+            transformer.enable_cache(FirstBlockCacheConfig(threshold=options.cache_threshold))
+        else:
+            notes.append(f"cache=first_block: {name}'s transformer does not support diffusers' cache hooks")
+    # 4. torch.compile: worth its compile time on CUDA only; repeated blocks compile once and are reused.
+    if options.compile:
+        if not cuda:
+            notes.append(f"compile applies to CUDA only: {name} runs uncompiled on {device.name}")
+        elif getattr(transformer, "_repeated_blocks", None):
+            transformer.compile_repeated_blocks(fullgraph=True)
+        elif transformer is not None:
+            transformer.compile(fullgraph=False)
+    for note in notes:
+        log.warning(note)
+    return notes
+
+
+def _offload(pipe: Any, device: Device, mode: str) -> None:
+    import torch
+
+    if mode == "model":
+        pipe.enable_model_cpu_offload(device=device.name)
+    elif mode == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device.name)
+    elif mode == "group":
+        pipe.enable_group_offload(
+            onload_device=torch.device(device.name),
+            offload_device=torch.device("cpu"),
+            offload_type="leaf_level",
+            use_stream=True,
+        )
+    else:
+        raise ValueError(f"unknown offload mode {mode!r}: use none, model, sequential or group")
+
+
+@contextmanager
+def _step_cache_usable(pipe: Any) -> Iterator[None]:
+    """Pause the transformer's step cache for a pipeline that does not mark its denoiser calls.
+
+    Cache hooks keep separate state for the conditional and unconditional passes, which the
+    pipeline names with ``transformer.cache_context``; one that does not (WanVideoToVideoPipeline
+    in diffusers 0.42) runs uncached rather than mixing the two passes' states.
+    """
+    transformer = getattr(pipe, "transformer", None)
+    config = getattr(transformer, "_cache_config", None)
+    if config is None or _marks_cache_context(type(pipe)):
+        yield
+        return
+    log.info("%s does not mark cache contexts: running it without the step cache", type(pipe).__name__)
+    transformer.disable_cache()
+    try:
+        yield
+    finally:
+        transformer.enable_cache(config)
+
+
+@functools.cache
+def _marks_cache_context(pipeline_cls: type) -> bool:
+    try:
+        return "cache_context" in inspect.getsource(pipeline_cls.__call__)
+    except (OSError, TypeError):  # no source to read: trust the pipeline
+        return True
+
+
+def call_arguments(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
+    """The task's and family's own arguments: the frame count or the source clip, the reference image,
+    the edit strength, LTX-Video's frame rate and decode noise."""
+    from PIL import Image
+
+    from moviegen.conditioning import load_reference_image, read_source_clip
+
+    accepted = inspect.signature(pipe.__call__).parameters
+    size = (request.width, request.height)
+    kwargs: dict[str, Any] = {}
+    if request.task == "v2v":
+        if request.source_path is None or request.fps is None:
+            raise ValueError("a video-to-video request needs its source clip's local path and the model's fps")
+        frames = read_source_clip(Path(request.source_path), size, request.fps, request.num_frames)
+        kwargs["video"] = [Image.fromarray(f) for f in frames]
+        kwargs["strength"] = request.strength if request.strength is not None else 0.6
+    else:
+        kwargs["num_frames"] = request.num_frames
+    if request.task == "i2v":
+        if request.reference_path is None:
+            raise ValueError("an image-to-video request needs its reference image's local path")
+        kwargs["image"] = load_reference_image(Path(request.reference_path), size)
+    if "frame_rate" in accepted and request.fps:
+        kwargs["frame_rate"] = request.fps
+    vae_config = getattr(getattr(pipe, "vae", None), "config", None)
+    if "decode_timestep" in accepted and getattr(vae_config, "timestep_conditioning", False):
+        # LTX-Video 0.9.1+ decodes with a little noise: the values its model card recommends.
+        kwargs.update(decode_timestep=0.05, decode_noise_scale=0.025)
+    return kwargs
 
 
 @dataclass(frozen=True)
@@ -196,7 +463,7 @@ class GeneratedClip:
     nan_fraction: float
 
 
-def _quiet_loading_bars() -> None:
+def quiet_loading_bars() -> None:
     """Loading bars from diffusers and transformers would scribble over the run's own progress bar."""
     import diffusers
     import transformers
@@ -234,21 +501,28 @@ def generate_batch(pipe: Any, requests: list[GenerationRequest], device: Device)
         return []
     keys = {r.batch_key() for r in requests}
     if len(keys) != 1:
-        raise ValueError(f"requests in one batch must share width, height, frames, steps, guidance: {keys}")
+        raise ValueError(
+            f"requests in one batch must share width, height, frames, steps, guidance and conditioning: {keys}"
+        )
     first = requests[0]
+    if first.task != "t2v" and len(requests) > 1:
+        # The image- and video-conditioned pipelines differ in how they pair one input with several
+        # prompts (LTX and CogVideoX index it per prompt); one call per clip is right for all of them.
+        return [clip for r in requests for clip in generate_batch(pipe, [r], device)]
     generator_device = "cpu" if device.name == "mps" else device.name
     generators = [torch.Generator(generator_device).manual_seed(r.seed) for r in requests]
-    with device_lock(device), torch.inference_mode():
+    kwargs = call_arguments(pipe, first)
+    with device_lock(device), torch.inference_mode(), _step_cache_usable(pipe):
         out = pipe(
             prompt=[r.prompt for r in requests],
             negative_prompt=[r.negative_prompt for r in requests],
             height=first.height,
             width=first.width,
-            num_frames=first.num_frames,
             num_inference_steps=first.steps,
             guidance_scale=first.guidance,
             generator=generators,
             output_type="np",
+            **kwargs,
         )
     clips = []
     for clip in np.asarray(out.frames, dtype=np.float32):  # (B, F, H, W, 3) floats in [0, 1]

@@ -28,13 +28,16 @@ from typing import Any
 import numpy as np
 
 from moviegen import __version__, progress
-from moviegen.assets import AssetError
+from moviegen.adherence import AdherenceScore, ScorerError, best_candidate, load_scorer, scorer_identity
+from moviegen.assets import AssetError, fetch_asset
 from moviegen.catalog import CatalogReadError, CatalogValidation, read_catalog, validate_catalog
 from moviegen.config import ConfigError, Settings
 from moviegen.delivery import DeliveryVerdict, gate_rendition
 from moviegen.generate import (
     Device,
+    GeneratedClip,
     GenerationRequest,
+    PipelineOptions,
     generate_batch,
     model_revision,
     pick_device,
@@ -42,7 +45,7 @@ from moviegen.generate import (
 )
 from moviegen.marking import BATCH_FRAMES, WatermarkPlan, WatermarkProcessor, mark_master, plan_watermark
 from moviegen.media import MediaError, write_master
-from moviegen.models.registry import resolve_model
+from moviegen.models.registry import UnknownModelError, resolve_for_task, resolve_model
 from moviegen.overlays import FontError
 from moviegen.presets import ChannelPreset, Style, channel_presets, styles
 from moviegen.provenance import (
@@ -86,6 +89,7 @@ from moviegen.safety import (
     score_row,
     screen_catalog,
 )
+from moviegen.soundtrack import AudioModelError, audio_request, compose_bed, generate_soundtracks
 from moviegen.spec import ClipPlan, ClipSpec, Problem
 from moviegen.watermark import WatermarkError, default_watermarker
 
@@ -199,15 +203,35 @@ class CampaignPlan:
         return sum(len(channels) for _, channels in self.todo)
 
 
+class PlanError(ValueError):
+    """A valid row that cannot be planned with this run's configuration; names the column to fix."""
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+DEFAULT_EDIT_STRENGTH = 0.6
+
+
 def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None = None) -> ClipPlan:
-    """Resolve a spec against its model's defaults into exactly what to generate."""
-    ref = resolve_model(spec.model)
+    """Resolve a spec against its model's defaults into exactly what to generate.
+
+    A row with a reference image or a source clip runs on the model (or companion model) that can
+    do that task, and its input is fetched and checked here, before any GPU time: its content hash
+    is part of the clip_key. Raises AssetError or PlanError (both naming the column) when it cannot.
+    """
+    settings = ctx.settings
+    try:
+        ref = resolve_for_task(resolve_model(spec.model), spec.task)
+    except UnknownModelError as exc:
+        raise PlanError(str(exc), "model") from None
     revisions = {} if revisions is None else revisions
     if ref.location not in revisions:
-        revisions[ref.location] = model_revision(ref, ctx.settings.cache_dir)
+        revisions[ref.location] = model_revision(ref, settings.cache_dir)
     info = ref.info
     width, height = info.size_for(spec.aspect)
-    steps = spec.steps or ctx.settings.generation.steps or info.steps
+    steps = spec.steps or settings.generation.steps or info.steps
     request = GenerationRequest(
         prompt=spec.prompt,
         negative_prompt=spec.negative_prompt,
@@ -215,10 +239,69 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
         width=width,
         height=height,
         num_frames=info.frames_for(spec.duration_s),
-        steps=preview_steps(steps) if ctx.settings.preview else steps,
+        steps=preview_steps(steps) if settings.preview else steps,
         guidance=spec.guidance if spec.guidance is not None else info.guidance,
+        task=spec.task,
+        fps=info.fps,
+        **conditioning_inputs(spec, ctx.work_dir / "assets"),
     )
-    return ClipPlan(spec=spec, model=ref, model_revision=revisions[ref.location], request=request, fps=info.fps)
+    scorer = None
+    if spec.best_of > 1:
+        if not settings.adherence.model:
+            raise PlanError(
+                f"best_of {spec.best_of} needs a prompt-adherence model to choose with: set adherence.model in the "
+                "configuration (e.g. openai/clip-vit-base-patch32) or use best_of 1",
+                "best_of",
+            )
+        scorer = _cached(revisions, f"scorer:{settings.adherence.model}", ScorerError, "best_of",
+                         lambda: scorer_identity(settings.adherence.model, settings.cache_dir))  # fmt: skip
+    audio = None
+    if spec.audio_prompt:
+        try:
+            audio = audio_request(
+                spec.audio_prompt, spec.seed, spec.duration_s, settings.audio, settings.cache_dir, revisions
+            )
+        except AudioModelError as exc:
+            raise PlanError(str(exc), "audio_prompt") from None
+    return ClipPlan(
+        spec=spec,
+        model=ref,
+        model_revision=revisions[ref.location],
+        request=request,
+        fps=info.fps,
+        best_of=spec.best_of,
+        scorer=scorer,
+        options=PipelineOptions.from_settings(settings.generation).identity(),
+        audio=audio,
+    )
+
+
+def conditioning_inputs(spec: ClipSpec, asset_dir: Path) -> dict[str, Any]:
+    """The reference image or source clip, fetched and checked: content hash (identity) and local copy."""
+    if spec.reference_image:
+        image = _fetch_input(spec.reference_image, "image", asset_dir, "reference_image")
+        return {"reference_sha256": image.sha256, "reference_path": str(image.path)}
+    if spec.source_video:
+        clip = _fetch_input(spec.source_video, "video", asset_dir, "source_video")
+        strength = spec.edit_strength if spec.edit_strength is not None else DEFAULT_EDIT_STRENGTH
+        return {"source_sha256": clip.sha256, "source_path": str(clip.path), "strength": strength}
+    return {}
+
+
+def _fetch_input(uri: str, kind: Any, asset_dir: Path, column: str) -> Any:
+    try:
+        return fetch_asset(uri, kind, asset_dir)
+    except AssetError as exc:
+        raise AssetError(str(exc), column=column) from None
+
+
+def _cached(memo: dict[str, str], key: str, error: type[Exception], column: str, compute: Any) -> str:
+    if key not in memo:
+        try:
+            memo[key] = compute()
+        except error as exc:
+            raise PlanError(str(exc), column) from None
+    return memo[key]
 
 
 def preview_steps(steps: int) -> int:
@@ -232,7 +315,12 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
     published = published_renditions(ctx.out)
     revisions: dict[str, str] = {}
     for spec in specs:
-        clip = plan_clip(spec, ctx, revisions)
+        try:
+            clip = plan_clip(spec, ctx, revisions)
+        except (AssetError, PlanError) as exc:
+            rule = "asset" if isinstance(exc, AssetError) else "plan"
+            plan.problems.append(Problem(spec.row, spec.clip_id, exc.column, "plan", rule, str(exc), spec.campaign_id))
+            continue
         try:  # fetches the row's logo, music and LUT, and finds fonts for its text: before any GPU time
             keys = {channel: rendition_key_for(clip, channel, ctx) for channel in spec.channels}
         except (AssetError, FontError) as exc:
@@ -279,7 +367,7 @@ def plan_rendition(clip: ClipPlan, channel: str, ctx: RunContext) -> PlannedRend
     master_size = (clip.request.width, clip.request.height)
     mark = plan_watermark(clip.clip_key, channel, master_size, list(specs.values()))
     return PlannedRendition(
-        channel, specs[channel], mark, rendition_key(clip.clip_key, specs[channel], mark.processor_key)
+        channel, specs[channel], mark, rendition_key(clip.rendition_source_key, specs[channel], mark.processor_key)
     )
 
 
@@ -313,6 +401,8 @@ class Master:
     nan_fraction: float = 0.0
     problem: Problem | None = None
     gate_seconds: float = 0.0
+    soundtrack: Path | None = None  # the generated soundtrack (WAV), when the row has an audio prompt
+    seed: int | None = None  # the seed that made it (best-of-N may choose another than the row's)
 
 
 def master_path(clip: ClipPlan, ctx: RunContext) -> Path:
@@ -347,23 +437,107 @@ def generate_masters(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
                         results.update(_generate([clip], ctx))
                     except Exception as single_exc:
                         results[clip.clip_key] = _failed(clip, "generate", single_exc)
+    masters = add_soundtracks([results[clip.clip_key] for clip in batch], ctx)
     progress.advance("generate", len(batch))
-    return [results[clip.clip_key] for clip in batch]
+    return masters
 
 
 def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
+    """Generate every candidate of these clips (best-of-N: one per seed), keep each clip's best, gate it."""
     settings = ctx.settings.generation
     started = time.perf_counter()
-    pipe = process_pipeline_cache().get(clips[0].model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle)
-    outputs = generate_batch(pipe, [c.request for c in clips], ctx.device)
+    options = PipelineOptions.from_settings(settings)
+    task = clips[0].request.task
+    pipe = process_pipeline_cache().get(
+        clips[0].model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, task=task, options=options
+    )
+    candidates = [replace(clip.request, seed=seed) for clip in clips for seed in clip.seeds]
+    outputs: list[GeneratedClip] = []
+    for i in range(0, len(candidates), settings.batch_size):
+        outputs += generate_batch(pipe, candidates[i : i + settings.batch_size], ctx.device)
     seconds = (time.perf_counter() - started) / len(clips)
     masters = {}
-    for clip, output in zip(clips, outputs, strict=True):
+    for clip in clips:
+        mine, outputs = outputs[: clip.best_of], outputs[clip.best_of :]
+        chosen, scores = choose_candidate(clip, mine, ctx)
+        output = mine[chosen]
         path = write_master(output.frames, clip.fps, master_path(clip, ctx))
-        master = Master(clip, path, seconds=seconds, nan_fraction=output.nan_fraction)
+        master = Master(clip, path, seconds=seconds, nan_fraction=output.nan_fraction, seed=clip.seeds[chosen])
         # The frames are still in memory: gating them here saves decoding the master again.
-        masters[clip.clip_key] = check_frames(master, ctx, output.frames)
+        master = check_frames(master, ctx, output.frames)
+        if scores:
+            master = check_adherence(master, scores, chosen, ctx)
+        masters[clip.clip_key] = master
     return masters
+
+
+def choose_candidate(clip: ClipPlan, outputs: list[GeneratedClip], ctx: RunContext) -> tuple[int, list[AdherenceScore]]:
+    """Score each candidate against the prompt (when a scorer is configured); the best one's index and all scores."""
+    adherence = ctx.settings.adherence
+    if not adherence.model:
+        return 0, []
+    scorer = load_scorer(adherence.model, ctx.device, ctx.settings.cache_dir, ctx.settings.generation.allow_pickle)
+    scores = [scorer.score(o.frames, clip.request.prompt, adherence.frames) for o in outputs]
+    return best_candidate(scores), scores
+
+
+def check_adherence(master: Master, scores: list[AdherenceScore], chosen: int, ctx: RunContext) -> Master:
+    """Record every candidate's prompt-adherence score (gate ``adherence``) and, with ``adherence.min_score``,
+    hold back a clip whose best score is below it (quarantined like the frame gate's)."""
+    clip, spec = master.clip, master.clip.spec
+    policy = ctx.policies.for_campaign(spec.campaign_id)
+    best = scores[chosen]
+    minimum = ctx.settings.adherence.min_score
+    passed = master.path is None or minimum is None or best.clip_score >= minimum
+    details = {
+        "model": ctx.settings.adherence.model,
+        "best_of": clip.best_of,
+        "chosen_seed": clip.seeds[chosen],
+        "clip_score": round(best.clip_score, 4),
+        "similarity": round(best.similarity, 6),
+        "min_score": minimum,
+        "candidates": [{"seed": seed, **s.to_json()} for seed, s in zip(clip.seeds, scores, strict=True)],
+    }
+    rule = None if passed else "min_score"
+    row = score_row(
+        ctx.run_id, spec.campaign_id, spec.clip_id, spec.row, "adherence", passed, rule, policy, details, clip.clip_key
+    )
+    record_scores(ctx.out, [row], ctx.run_id)
+    if passed or master.path is None:
+        return master
+    message = f"CLIP score {best.clip_score:.2f} is below adherence.min_score {minimum:g}"
+    verdict = {"run_id": ctx.run_id, "clip_key": clip.clip_key, "rule": rule, "message": message, "scores": details}
+    folder = quarantine_clip(ctx.out, spec.campaign_id, spec.clip_id, master.path, None, verdict)
+    master.path.unlink(missing_ok=True)  # regenerate and judge again next run (the threshold may change)
+    problem = clip_problem(clip, "adherence", "min_score", f"{message}; held in {folder}/", scores=details)
+    return replace(master, path=None, problem=problem)
+
+
+def add_soundtracks(masters: list[Master], ctx: RunContext) -> list[Master]:
+    """Generate the soundtracks of the clips that passed and have an audio prompt (a WAV each, reused when present).
+
+    A soundtrack that cannot be made holds its clip back (stage ``soundtrack``): publishing it
+    silent would not be what the row asked for.
+    """
+    wanted = [m for m in masters if _wants_sound(m)]
+    if not wanted:
+        return masters
+    settings = ctx.settings
+    try:
+        paths = generate_soundtracks(
+            [m.clip.audio for m in wanted],
+            ctx.work_dir,
+            ctx.device,
+            settings.cache_dir,
+            settings.generation.allow_pickle,
+        )
+    except Exception as exc:
+        return [_failed(m.clip, "soundtrack", exc) if _wants_sound(m) else m for m in masters]
+    return [replace(m, soundtrack=paths[m.clip.sound_key]) if _wants_sound(m) else m for m in masters]
+
+
+def _wants_sound(master: Master) -> bool:
+    return master.path is not None and master.clip.audio is not None
 
 
 def check_frames(master: Master, ctx: RunContext, frames: np.ndarray | None = None) -> Master:
@@ -469,6 +643,10 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
     scratch = ctx.work_dir / "renders" / planned.key
     video = scratch / f"{spec.clip_id}.mp4"
     try:
+        # The generated soundtrack (if any) becomes the music bed once, before the passes; the key already covers it.
+        started = time.perf_counter()
+        planned = replace(planned, spec=with_soundtrack(planned.spec, master, ctx))
+        timings["render"] += time.perf_counter() - started
         for passes in WATERMARK_PASSES:
             verdict = make_final(master, planned, video, passes, ctx, timings)
             if verdict.ok or passes == WATERMARK_PASSES[-1] or {f.rule for f in verdict.failures} != {"watermark"}:
@@ -479,10 +657,7 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
             )  # fmt: skip
         progress.advance("render")
         if not verdict.ok:
-            problems = [
-                clip_problem(clip, "delivery", f.rule, f.message, channel, **f.details) for f in verdict.failures
-            ]
-            return Rendition(clip, channel, seconds=dict(timings), problems=problems)
+            return Rendition(clip, channel, seconds=dict(timings), problems=delivery_problems(clip, channel, verdict))
 
         # 4. Publish.
         started = time.perf_counter()
@@ -538,6 +713,22 @@ def make_final(
     verdict = gate_rendition(video, rendition.preset, rendition.duration_s, mark.payload, ctx.settings.provenance)
     timings["delivery"] += time.perf_counter() - started
     return verdict
+
+
+def delivery_problems(clip: ClipPlan, channel: str, verdict: DeliveryVerdict) -> list[Problem]:
+    """One ``delivery`` problem per failed gate check, its rule naming the check: preset, watermark or provenance."""
+    return [clip_problem(clip, "delivery", f.rule, f.message, channel, **f.details) for f in verdict.failures]
+
+
+def with_soundtrack(rendition: RenditionSpec, master: Master, ctx: RunContext) -> RenditionSpec:
+    """Hand the clip's generated soundtrack to the render as its music bed (mixed with the row's music, if any).
+
+    The rendition key was computed before this, from the soundtrack's request (``rendition_source_key``).
+    """
+    if master.soundtrack is None:
+        return rendition
+    bed = compose_bed(master.soundtrack, rendition.music, rendition.duration_s, ctx.work_dir / "assets")
+    return replace(rendition, music=bed)
 
 
 def _rule(exc: Exception) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from moviegen.generate import GenerationRequest
@@ -39,7 +39,18 @@ class ClipSpec:
     fit: str | None = None
     anchor: str | None = None
     look: tuple[tuple[str, Any], ...] = ()  # (style parameter, value) pairs that replace the style's
+    # Generation beyond text-to-video (docs/README-issue9.md): conditioning, soundtrack, best-of-N.
+    reference_image: str | None = None  # image-to-video from this image
+    source_video: str | None = None  # video-to-video: edit this clip as the prompt describes
+    edit_strength: float | None = None  # how far the edit may move from the source (0-1)
+    audio_prompt: str = ""  # a soundtrack to generate and mix under the video
+    best_of: int = 1  # candidates generated (seeds seed..seed+N-1); the best CLIP score is kept
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def task(self) -> str:
+        """t2v, i2v (a reference image) or v2v (a source clip to edit)."""
+        return "i2v" if self.reference_image else "v2v" if self.source_video else "t2v"
 
 
 @dataclass(frozen=True)
@@ -77,18 +88,52 @@ class ClipPlan:
     model_revision: str
     request: GenerationRequest
     fps: int
+    # Best-of-N: how many seeds, and the scorer (location@revision) that picks one; 1 and None: no choice.
+    best_of: int = 1
+    scorer: str | None = None
+    # Pixel-affecting pipeline options (PipelineOptions.identity()), empty by default.
+    options: tuple[tuple[str, str], ...] = ()
+    audio: Any = None  # moviegen.soundtrack.AudioRequest when the row has an audio_prompt
 
     @property
     def clip_key(self) -> str:
-        """Hash of everything that determines the generated pixels. Same key, same output."""
-        return stable_hash(
-            {
-                "v": 1,
-                "model": self.model.location,
-                "revision": self.model_revision,
-                "request": asdict(self.request),
-            }
-        )
+        """Hash of everything that determines the generated pixels. Same key, same output.
+
+        Text-to-video rows hash exactly what they always did; conditioning inputs (by content
+        hash), best-of-N and pixel-affecting pipeline options are added only when present.
+        """
+        identity: dict[str, Any] = {
+            "v": 1,
+            "model": self.model.location,
+            "revision": self.model_revision,
+            "request": self.request.identity(),
+        }
+        if self.best_of > 1:
+            identity["best_of"] = {"n": self.best_of, "scorer": self.scorer}
+        if self.options:
+            identity["options"] = dict(self.options)
+        return stable_hash(identity)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The candidate seeds of best-of-N: the row's seed and the next ones (wrapping at 2**32)."""
+        return tuple((self.request.seed + i) % 2**32 for i in range(self.best_of))
+
+    @property
+    def sound_key(self) -> str | None:
+        """The generated soundtrack's identity, or None without an audio prompt."""
+        return None if self.audio is None else self.audio.key
+
+    @property
+    def rendition_source_key(self) -> str:
+        """What a rendition is made from: the clip's pixels and, when generated, its soundtrack.
+
+        The rendition key hashes this (not the soundtrack file's bytes), so it is known at planning,
+        before anything is generated.
+        """
+        if self.audio is None:
+            return self.clip_key
+        return stable_hash({"clip": self.clip_key, "sound": self.sound_key})
 
     @property
     def batch_key(self) -> tuple[Any, ...]:

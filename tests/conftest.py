@@ -110,3 +110,35 @@ def catalog_file(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def photo(tmp_path_factory) -> Path:
+    """A real photograph (scikit-image's astronaut, 512x512) as a PNG: the reference image."""
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("inputs") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_clip(tmp_path_factory) -> Path:
+    """A real clip: a 2 s camera pan across a photograph (scikit-image's coffee), H.264 MP4 at 30 fps."""
+    import subprocess
+
+    from PIL import Image
+    from skimage import data
+
+    from moviegen.media import ffmpeg_binary
+
+    folder = tmp_path_factory.mktemp("inputs")
+    Image.fromarray(data.coffee()).save(folder / "coffee.png")  # 600x400
+    path = folder / "pan.mp4"
+    subprocess.run(
+        [ffmpeg_binary(), "-v", "error", "-loop", "1", "-i", str(folder / "coffee.png"), "-vf",
+         "crop=320:240:x='t*120':y=80,format=yuv420p", "-t", "2", "-r", "30", "-c:v", "libx264", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path

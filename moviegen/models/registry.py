@@ -1,10 +1,15 @@
 """Known model families and models: hub ids, defaults, and how a catalog's ``model`` value resolves.
 
 A ``model`` value is one of:
-- a registry name (``tiny-wan``, ``wan2.1-t2v-1.3b``, ...), the friendly way;
-- a Hugging Face hub id (``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``), loaded from the local hub cache
+- a registry name (``tiny-wan``, ``wan2.1-t2v-1.3b``, ``ltx-video``, ``cogvideox-5b``, ...), the friendly way;
+- a Hugging Face hub id (``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``, ``Lightricks/LTX-Video``,
+  ``THUDM/CogVideoX-5b``), loaded from the local hub cache
   when ``HF_HUB_OFFLINE=1`` and downloaded otherwise;
 - a local folder written by ``save_pretrained`` (its ``model_index.json`` names the family).
+
+A row with a ``reference_image`` needs image-to-video and one with a ``source_video`` needs
+video-to-video: ``resolve_for_task`` picks the model's own pipeline for that task when its weights
+can run it, else its image-to-video companion (``image_model``), else says which models can.
 """
 
 from __future__ import annotations
@@ -15,21 +20,39 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from moviegen.config import TINY_MODEL_ID
 
 ASPECTS = ("16:9", "9:16", "1:1")
+TINY_PREFIX = "moviegen/tiny-"
+
+
+Task = Literal["t2v", "i2v", "v2v"]
+TASK_NAMES = {"t2v": "text-to-video", "i2v": "image-to-video", "v2v": "video-to-video"}
 
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """One diffusers pipeline family: how to load it and how its frame counts work."""
+    """One diffusers model family: its pipelines, and how its frame counts and sizes work.
+
+    ``pipelines`` maps the class a checkpoint is saved as (``model_index.json``) to the tasks those
+    same weights can run and the pipeline class for each: Wan's text-to-video weights also edit
+    videos (WanVideoToVideoPipeline), LTX-Video's also animate an image (LTXImageToVideoPipeline).
+    A task the weights cannot run needs another checkpoint (``ModelInfo.image_model``).
+    """
 
     name: str
-    pipeline_class: str  # a class exported by diffusers
+    pipeline_class: str  # the family's text-to-video pipeline, exported by diffusers
     frames_multiple: int  # num_frames must be k * frames_multiple + 1
     size_multiple: int  # width and height must be multiples of this
     max_sequence_length: int = 512
+    pipelines: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Extra keyword arguments of every pipeline call (LTX: how the VAE decodes).
+    call_options: tuple[tuple[str, Any], ...] = ()
+
+    def tasks_of(self, pipeline_class: str) -> dict[str, str]:
+        return self.pipelines.get(pipeline_class, {})
 
 
 @dataclass(frozen=True)
@@ -46,9 +69,22 @@ class ModelInfo:
     max_frames: int
     notes: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    pipeline_class: str = ""  # what the weights are saved as; default: the family's text-to-video pipeline
+    image_model: str | None = None  # registry name of the checkpoint that animates a reference image
+
+    @property
+    def weights_class(self) -> str:
+        return self.pipeline_class or self.family.pipeline_class
+
+    @property
+    def tasks(self) -> dict[str, str]:
+        """Task -> the pipeline class that runs it on these weights."""
+        return self.family.tasks_of(self.weights_class)
 
     def size_for(self, aspect: str) -> tuple[int, int]:
-        return self.sizes[aspect]
+        """The generated size for an aspect; models trained at one size only use it for every aspect
+        (the channel renditions crop or pad)."""
+        return self.sizes.get(aspect) or next(iter(self.sizes.values()))
 
     def frames_for(self, duration_s: float) -> int:
         """Frames to generate so the clip lasts at least ``duration_s`` (capped at ``max_frames``)."""
@@ -58,7 +94,35 @@ class ModelInfo:
         return min(frames, self.max_frames)
 
 
-WAN = ModelFamily("wan", "WanPipeline", frames_multiple=4, size_multiple=16)
+WAN = ModelFamily(
+    "wan",
+    "WanPipeline",
+    frames_multiple=4,
+    size_multiple=16,
+    pipelines={
+        "WanPipeline": {"t2v": "WanPipeline", "v2v": "WanVideoToVideoPipeline"},
+        "WanImageToVideoPipeline": {"i2v": "WanImageToVideoPipeline"},
+    },
+)
+LTX = ModelFamily(
+    "ltx",
+    "LTXPipeline",
+    frames_multiple=8,
+    size_multiple=32,
+    max_sequence_length=128,
+    pipelines={"LTXPipeline": {"t2v": "LTXPipeline", "i2v": "LTXImageToVideoPipeline"}},
+)
+COGVIDEOX = ModelFamily(
+    "cogvideox",
+    "CogVideoXPipeline",
+    frames_multiple=4,
+    size_multiple=16,
+    max_sequence_length=226,
+    pipelines={
+        "CogVideoXPipeline": {"t2v": "CogVideoXPipeline", "v2v": "CogVideoXVideoToVideoPipeline"},
+        "CogVideoXImageToVideoPipeline": {"i2v": "CogVideoXImageToVideoPipeline"},
+    },
+)
 
 MODELS: dict[str, ModelInfo] = {
     m.name: m
@@ -74,6 +138,19 @@ MODELS: dict[str, ModelInfo] = {
             max_frames=161,
             notes="Random weights, built offline: abstract moving colour, for demos and tests.",
             aliases=(TINY_MODEL_ID,),
+            image_model="tiny-wan-i2v",
+        ),
+        ModelInfo(
+            name="tiny-wan-i2v",
+            family=WAN,
+            source="moviegen/tiny-wan-i2v",
+            sizes={"16:9": (480, 272), "9:16": (272, 480), "1:1": (352, 352)},
+            fps=16,
+            steps=8,
+            guidance=5.0,
+            max_frames=161,
+            notes="Random weights, built offline: Wan 2.1 image-to-video layout with a CLIP image encoder.",
+            pipeline_class="WanImageToVideoPipeline",
         ),
         ModelInfo(
             name="wan2.1-t2v-1.3b",
@@ -85,6 +162,7 @@ MODELS: dict[str, ModelInfo] = {
             guidance=5.0,
             max_frames=81,
             notes="480p text-to-video; about 8 GB of VRAM with CPU offload.",
+            image_model="wan2.1-i2v-14b-480p",
         ),
         ModelInfo(
             name="wan2.1-t2v-14b",
@@ -96,6 +174,31 @@ MODELS: dict[str, ModelInfo] = {
             guidance=5.0,
             max_frames=81,
             notes="720p text-to-video; needs a large GPU.",
+            image_model="wan2.1-i2v-14b-720p",
+        ),
+        ModelInfo(
+            name="wan2.1-i2v-14b-480p",
+            family=WAN,
+            source="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+            sizes={"16:9": (832, 480), "9:16": (480, 832), "1:1": (624, 624)},
+            fps=16,
+            steps=50,
+            guidance=5.0,
+            max_frames=81,
+            notes="480p image-to-video (CLIP image encoder); needs a large GPU or group offload.",
+            pipeline_class="WanImageToVideoPipeline",
+        ),
+        ModelInfo(
+            name="wan2.1-i2v-14b-720p",
+            family=WAN,
+            source="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
+            sizes={"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (960, 960)},
+            fps=16,
+            steps=50,
+            guidance=5.0,
+            max_frames=81,
+            notes="720p image-to-video; needs a large GPU.",
+            pipeline_class="WanImageToVideoPipeline",
         ),
         ModelInfo(
             name="wan2.2-ti2v-5b",
@@ -106,13 +209,83 @@ MODELS: dict[str, ModelInfo] = {
             steps=50,
             guidance=5.0,
             max_frames=121,
-            notes="720p at 24 fps, text- and image-to-video in one model.",
+            notes="720p at 24 fps, text-to-video (its image-to-video mode is not wired here yet).",
+        ),
+        ModelInfo(
+            name="tiny-ltx",
+            family=LTX,
+            source="moviegen/tiny-ltx",
+            sizes={"16:9": (384, 224), "9:16": (224, 384), "1:1": (288, 288)},
+            fps=24,
+            steps=8,
+            guidance=3.0,
+            max_frames=257,
+            notes="Random weights, built offline: LTX-Video layout, text- and image-to-video.",
+        ),
+        ModelInfo(
+            name="ltx-video",
+            family=LTX,
+            source="Lightricks/LTX-Video",
+            # Native 768x512 (3:2); sizes here keep about that many pixels at each aspect, multiples of 32.
+            sizes={"16:9": (832, 480), "9:16": (480, 832), "1:1": (640, 640)},
+            fps=24,
+            steps=50,
+            guidance=3.0,
+            max_frames=257,
+            notes="LTX-Video 0.9.x: fast, 24 fps, up to 257 frames (8k+1); text- and image-to-video.",
+            aliases=("ltx-video-0.9",),
+        ),
+        ModelInfo(
+            name="tiny-cogvideox",
+            family=COGVIDEOX,
+            source="moviegen/tiny-cogvideox",
+            sizes={"16:9": (240, 160)},
+            fps=8,
+            steps=8,
+            guidance=6.0,
+            max_frames=49,
+            notes="Random weights, built offline: CogVideoX layout at a third of its 720x480.",
+        ),
+        ModelInfo(
+            name="cogvideox-2b",
+            family=COGVIDEOX,
+            source="THUDM/CogVideoX-2b",
+            sizes={"16:9": (720, 480)},
+            fps=8,
+            steps=50,
+            guidance=6.0,
+            max_frames=49,
+            notes="720x480 at 8 fps, 49 frames (6 s); every aspect is generated at 720x480 and cropped.",
+        ),
+        ModelInfo(
+            name="cogvideox-5b",
+            family=COGVIDEOX,
+            source="THUDM/CogVideoX-5b",
+            sizes={"16:9": (720, 480)},
+            fps=8,
+            steps=50,
+            guidance=6.0,
+            max_frames=49,
+            notes="720x480 at 8 fps, 49 frames; bf16 and VAE tiling recommended.",
+            image_model="cogvideox-5b-i2v",
+        ),
+        ModelInfo(
+            name="cogvideox-5b-i2v",
+            family=COGVIDEOX,
+            source="THUDM/CogVideoX-5b-I2V",
+            sizes={"16:9": (720, 480)},
+            fps=8,
+            steps=50,
+            guidance=6.0,
+            max_frames=49,
+            notes="CogVideoX-5b image-to-video, 720x480.",
+            pipeline_class="CogVideoXImageToVideoPipeline",
         ),
     ]
 }
 
-FAMILIES = {WAN.name: WAN}
-_FAMILY_BY_PIPELINE = {f.pipeline_class: f for f in FAMILIES.values()}
+FAMILIES = {f.name: f for f in (WAN, LTX, COGVIDEOX)}
+_FAMILY_BY_PIPELINE = {cls: f for f in FAMILIES.values() for cls in f.pipelines}
 
 
 @dataclass(frozen=True)
@@ -125,7 +298,16 @@ class ModelRef:
 
     @property
     def is_tiny(self) -> bool:
-        return self.location == TINY_MODEL_ID
+        """A locally built tiny model (``moviegen/tiny-...``)."""
+        return self.location.startswith(TINY_PREFIX)
+
+    @property
+    def tiny_name(self) -> str:
+        return self.location.removeprefix("moviegen/")
+
+    def pipeline_for(self, task: str) -> str:
+        """The diffusers class that runs ``task`` on this model's weights (KeyError when they cannot)."""
+        return self.info.tasks[task]
 
 
 class UnknownModelError(ValueError):
@@ -154,34 +336,61 @@ def resolve_model(value: str) -> ModelRef:
                 f"folder {value} holds a {cls or 'unknown'} pipeline; supported: "
                 + ", ".join(sorted(_FAMILY_BY_PIPELINE))
             )
-        base = _closest_info(family, path.name)
+        base = _closest_info(family, cls, path.name)
         return ModelRef(value, base, str(path.resolve()))
     if value.count("/") == 1 and all(value.split("/")):
         family = _family_from_name(value)
         if family is not None:
-            return ModelRef(value, _closest_info(family, value), value)
+            image = any(tag in lowered for tag in ("i2v", "image2video", "img2vid"))
+            cls = next((c for c, tasks in family.pipelines.items() if ("i2v" in tasks) == image), family.pipeline_class)
+            if family is LTX:
+                cls = family.pipeline_class  # one LTX checkpoint runs both tasks
+            return ModelRef(value, _closest_info(family, cls, value), value)
     known = ", ".join(sorted(MODELS))
     raise UnknownModelError(
         f"unknown model {value!r}: use one of {known}, a hub id of a supported family "
-        "(Wan), or a local folder written by save_pretrained"
+        "(Wan, LTX-Video, CogVideoX), or a local folder written by save_pretrained"
+    )
+
+
+def resolve_for_task(ref: ModelRef, task: str) -> ModelRef:
+    """The model that runs ``task`` for a row that asked for ``ref``: itself, or its image-to-video companion.
+
+    Raises UnknownModelError saying what to use instead when neither can.
+    """
+    if task in ref.info.tasks:
+        return ref
+    if task == "i2v" and ref.info.image_model:
+        companion = resolve_model(ref.info.image_model)
+        if task in companion.info.tasks:
+            return companion
+    able = sorted(m.name for m in MODELS.values() if task in m.tasks or (task == "i2v" and m.image_model))
+    raise UnknownModelError(
+        f"model {ref.requested!r} cannot do {TASK_NAMES.get(task, task)}: use one of {', '.join(able)}"
     )
 
 
 def _family_from_name(name: str) -> ModelFamily | None:
     lowered = name.lower()
+    if "ltx" in lowered:
+        return LTX
+    if "cogvideo" in lowered:
+        return COGVIDEOX
     return WAN if "wan" in lowered else None
 
 
-def _closest_info(family: ModelFamily, name: str) -> ModelInfo:
-    """Defaults for an unregistered model: the registered one of its family whose name it resembles."""
+def _closest_info(family: ModelFamily, weights_class: str, name: str) -> ModelInfo:
+    """Defaults for an unregistered model: the registered one of its family and kind whose name it resembles."""
     lowered = name.lower()
-    candidates = [m for m in MODELS.values() if m.family is family and not m.source.startswith("moviegen/")]
-    for m in candidates:
-        size_tag = m.name.split("-")[-1]
-        if size_tag in lowered:
-            return ModelInfo(**{**m.__dict__, "name": name, "source": name, "aliases": ()})
-    m = candidates[0]
-    return ModelInfo(**{**m.__dict__, "name": name, "source": name, "aliases": ()})
+    candidates = [
+        m
+        for m in MODELS.values()
+        if m.family is family and m.weights_class == weights_class and not m.source.startswith(TINY_PREFIX)
+    ] or [m for m in MODELS.values() if m.family is family and not m.source.startswith(TINY_PREFIX)]
+    chosen = next((m for m in candidates if m.name.split("-")[-1] in lowered), candidates[0])
+    fields = {**chosen.__dict__, "name": name, "source": name, "aliases": (), "image_model": None}
+    fields["pipeline_class"] = weights_class
+    return ModelInfo(**fields)
 
 
 def fingerprint_folder(path: Path) -> str:

@@ -20,7 +20,7 @@ from moviegen.config import ConfigError
 from moviegen.safety.text import PII_KINDS
 
 DEFAULT_POLICY = "default"
-PROMPT_FIELDS = ("prompt", "negative_prompt", "caption", "hashtags")
+PROMPT_FIELDS = ("prompt", "negative_prompt", "caption", "hashtags", "audio_prompt")
 Check = Literal["terms", "names", "pii", "classifier", "length"]
 
 

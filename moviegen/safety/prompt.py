@@ -104,6 +104,7 @@ class PromptGate:
             "negative_prompt": spec.negative_prompt,
             "caption": spec.caption,
             "hashtags": " ".join(spec.hashtags),
+            "audio_prompt": spec.audio_prompt,
         }
         return {name: (texts[name], list(c)) for name, c in checks.items() if texts[name].strip()}
 
