@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import fast_settings, row
+from test_provenance import _mdat_payload
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -127,6 +128,18 @@ def test_verify_json_contract_on_a_published_file(campaign_run, tmp_path):
     assert report["c2pa"]["state"] == "Trusted"
     assert report["c2pa"]["digital_source_type"] == TRAINED_ALGORITHMIC_MEDIA
     assert report["label"]["digital_source_type"] == TRAINED_ALGORITHMIC_MEDIA
+
+    # A published file tampered with after signing: Invalid, with the reason c2pa found.
+    tampered = tmp_path / "tampered.mp4"
+    data = bytearray(video.read_bytes())
+    start, size = _mdat_payload(bytes(data))
+    for i in range(start + size // 2, start + size // 2 + 16):
+        data[i] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    result = CliRunner().invoke(app, ["verify", str(tampered), "--out", settings.out, "--json"])
+    report = json.loads(result.stdout)
+    assert report["c2pa"]["state"] == "Invalid"
+    assert "assertion.bmffHash.mismatch" in report["c2pa"]["failures"]
 
     # The unsigned, unlabelled master: nulls where it carries nothing.
     master = next((Path(settings.out) / ".work" / "masters").glob("*.mkv"))

@@ -26,10 +26,11 @@ from moviegen.generate import GenerationRequest
 from moviegen.marking import BATCH_FRAMES, WatermarkProcessor, plan_watermark
 from moviegen.media import write_master
 from moviegen.models.registry import resolve_model
-from moviegen.pipeline import Master, plan_rendition, render_and_publish, start_run
+from moviegen.pipeline import Master, delivery_problems, plan_rendition, render_and_publish, start_run
 from moviegen.provenance import (
     NO_CREDENTIALS,
     add_provenance,
+    ensure_dev_signer,
     provenance_facts,
     read_credentials,
     read_label_metadata,
@@ -99,8 +100,9 @@ def with_provenance(settings: Settings, **provenance) -> Settings:
     return settings.model_copy(update={"provenance": ProvenanceSettings.model_validate(values)})
 
 
-def final_copy(finals: dict, name: str, tmp_path: Path) -> Path:
-    path = tmp_path / f"{name}.mp4"
+def final_copy(finals: dict, name: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.mp4"
     shutil.copy(finals[name], path)
     return path
 
@@ -205,6 +207,32 @@ def test_gate_refuses_a_file_without_label_metadata(finals, tmp_path):
     assert read_label_metadata(video)["digital_source_type"] is None
 
 
+def test_refusals_become_delivery_problems_naming_the_rule(finals, tmp_path):
+    """What render_and_publish records for each refused final file: stage delivery, the failed check as rule."""
+    provenance, clip = finals["ctx"].settings.provenance, finals["clip"]
+    facts = provenance_facts(clip, PHONE, finals["planned"].mark.payload_hex)
+    stripped = final_copy(finals, "stripped", tmp_path / "stripped")
+    add_provenance(stripped, facts, provenance, finals["ctx"].signer)
+    unlabelled = final_copy(finals, "marked", tmp_path / "unlabelled")
+    sign_credentials(unlabelled, facts, provenance, finals["ctx"].signer)
+    unsigned = final_copy(finals, "marked", tmp_path / "unsigned")
+    write_label_metadata(unsigned, facts, provenance)
+    found = {
+        name: [(p.stage, p.rule, p.message, p.details["channel"]) for p in delivery_problems(clip, PHONE, verdict)]
+        for name, verdict in (
+            ("stripped", gate(finals, stripped, provenance)),
+            ("unlabelled", gate(finals, unlabelled, provenance)),
+            ("unsigned", gate(finals, unsigned, provenance)),
+        )
+    }
+    [(stage, rule, message, channel)] = found["stripped"]
+    assert (stage, rule, channel) == ("delivery", "watermark", PHONE) and "NOT verified" in message
+    [(stage, rule, message, _)] = found["unlabelled"]
+    assert (stage, rule) == ("delivery", "provenance") and "trainedAlgorithmicMedia" in message
+    [(stage, rule, message, _)] = found["unsigned"]
+    assert (stage, rule) == ("delivery", "provenance") and "no C2PA Content Credentials" in message
+
+
 # The stage function -----------------------------------------------------------------------------
 
 
@@ -252,4 +280,18 @@ def test_a_signing_failure_is_a_provenance_problem_and_nothing_is_published(mast
     [problem] = result.problems
     assert (problem.stage, problem.rule, problem.details["channel"]) == ("provenance", "error", PHONE)
     assert "provenance.description" in problem.message
+    assert result.row is None and not (tmp_path / "out" / "published").exists()
+
+
+def test_credentials_not_trusted_by_the_required_anchors_are_refused_at_delivery(master_file, settings, tmp_path):
+    """require_trusted with another organisation's root: signed and Valid, but refused, and nothing published."""
+    foreign_root = ensure_dev_signer(tmp_path / "other-signer") / "cert.pem"
+    strict = with_provenance(settings, require_trusted=True, trust_anchors=[foreign_root]).model_copy(
+        update={"out": str(tmp_path / "out")}
+    )
+    ctx = start_run(strict)
+    result = render_and_publish(Master(clip_plan((PHONE,)), master_file), PHONE, ctx)
+    [problem] = result.problems
+    assert (problem.stage, problem.rule, problem.details["c2pa_state"]) == ("delivery", "provenance", "Valid")
+    assert "not Trusted" in problem.message and "provenance.trust_anchors" in problem.message
     assert result.row is None and not (tmp_path / "out" / "published").exists()
