@@ -619,7 +619,8 @@ class Rendition:
 
 
 # A mark the delivery gate cannot read back (content can pull one bit the wrong way in every frame)
-# is embedded once more with twice the embed passes; only such renditions pay for the second render.
+# is embedded once more with twice the embed passes, into the rendition's own frames even when the
+# plan put it into the master; only such renditions pay for the second render.
 WATERMARK_PASSES = (1, 2)
 
 
@@ -652,9 +653,12 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
             if verdict.ok or passes == WATERMARK_PASSES[-1] or {f.rule for f in verdict.failures} != {"watermark"}:
                 break
             log.warning(
-                "%s/%s on %s: %s; embedding it again with %d passes",
+                "%s/%s on %s: %s; embedding it again with %d passes into the rendition's frames",
                 spec.campaign_id, spec.clip_id, channel, verdict.watermark.message, passes + 1,
             )  # fmt: skip
+            # A master mark that did not survive this rendition goes into its own frames instead (same
+            # payload, so the planned key and the manifest row still agree).
+            planned = replace(planned, mark=replace(planned.mark, placement="rendition"))
         progress.advance("render")
         if not verdict.ok:
             return Rendition(clip, channel, seconds=dict(timings), problems=delivery_problems(clip, channel, verdict))

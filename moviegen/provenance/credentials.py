@@ -192,6 +192,9 @@ def read_credentials(path: Path, settings: ProvenanceSettings | None = None) -> 
     }
     try:
         with c2pa.Context(_c2pa_settings(settings)) as context, open(path, "rb") as stream:
+            if stream.read(8)[4:] != b"ftyp":
+                return result  # not ISO BMFF (a Matroska master, say): it cannot carry a C2PA manifest here
+            stream.seek(0)
             reader = c2pa.Reader.try_create(MP4, stream, None, context)
             if reader is None:
                 return result
