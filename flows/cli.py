@@ -60,6 +60,18 @@ def _policies(settings: Settings) -> PolicySet:
         raise typer.Exit(2) from None
 
 
+def _signer(settings: Settings) -> None:
+    """Check the signing certificate and trust anchors now: a bad provenance configuration is exit 2."""
+    from moviegen.provenance import ProvenanceError, check_trust_anchors, load_signing_identity
+
+    try:
+        load_signing_identity(settings.provenance)
+        check_trust_anchors(settings.provenance)
+    except ProvenanceError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 def _quiet_prefect(verbose: bool) -> None:
     """Prefect settings for a terminal run; they must be set before prefect is imported."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -111,7 +123,8 @@ def run(
 ) -> None:
     """Run a campaign: validate, generate, render one file per channel, publish with a manifest."""
     settings = _settings(config, out=out, preview=preview or None)
-    _policies(settings)  # fail fast on a bad policy file, before the Prefect API starts
+    _policies(settings)  # fail fast on a bad policy file or signing set-up, before the Prefect API starts
+    _signer(settings)
     try:
         read_catalog(catalog)  # fail fast, before the Prefect API starts
     except CatalogReadError as exc:
@@ -433,8 +446,13 @@ def verify(
     config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Say what a video carries: watermark payload and its manifest row (exit 0 when it verifies, 1 when not)."""
+    """Say what a video carries: watermark and its manifest row, Content Credentials, AI label metadata.
+
+    Exit 0 when the watermark verifies against a manifest row, 1 when it does not, 2 when the file
+    cannot be read. Credentials and label are reported either way: they do not change the status.
+    """
     from moviegen.media import MediaError
+    from moviegen.provenance import ProvenanceError
     from moviegen.publish import OutputRoot
     from moviegen.watermark import identify
 
@@ -444,33 +462,74 @@ def verify(
         raise typer.Exit(2)
     try:
         found = identify(file, OutputRoot(settings.out))
+        result = {"watermark": found.to_json(), **_provenance_sections(file, settings)}
     except MediaError as exc:
         console.print(f"[red]error:[/red] cannot read {escape(str(file))} as a video: {escape(str(exc))}")
         raise typer.Exit(2) from None
-    result = {"watermark": found.to_json(), **_provenance_sections(file)}
+    except ProvenanceError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     if json_output:
         stdout.print_json(json.dumps(result))
     else:
-        mark, row = result["watermark"], result["watermark"]["manifest_row"]
-        if found.verified:
-            stdout.print(
-                f"watermark [green]verified[/green]: payload {mark['payload']}, bit accuracy {mark['bit_accuracy']:.3f}"
-            )
-            where = f"{row['campaign_id']}/{row['clip_id']} on {row['channel']}"
-            stdout.print(f"  {where}: {row['path']} (run {row['run_id']})")
-        elif mark["payload"]:
-            stdout.print(
-                f"watermark payload {mark['payload']} read (bit accuracy {mark['bit_accuracy']:.3f}), "
-                f"but no manifest row under {settings.out} issued it: [yellow]not verified[/yellow]"
-            )
-        else:
-            stdout.print(f"no watermark verified in {file} (bit accuracy {mark['bit_accuracy']:.3f})")
+        _print_verify(file, found.verified, result, settings.out)
     raise typer.Exit(0 if found.verified else 1)
 
 
-def _provenance_sections(file: Path) -> dict:
-    """The ``c2pa`` and ``label`` parts of ``verify --json``: nulls until provenance reading lands (issue 6)."""
-    return {"c2pa": {"state": None, "digital_source_type": None}, "label": None}
+def _print_verify(file: Path, verified: bool, result: dict, out: str) -> None:
+    mark, row = result["watermark"], result["watermark"]["manifest_row"]
+    if verified:
+        stdout.print(
+            f"watermark [green]verified[/green]: payload {mark['payload']}, bit accuracy {mark['bit_accuracy']:.3f}"
+        )
+        where = f"{row['campaign_id']}/{row['clip_id']} on {row['channel']}"
+        stdout.print(f"  {where}: {row['path']} (run {row['run_id']})")
+    elif mark["payload"]:
+        stdout.print(
+            f"watermark payload {mark['payload']} read (bit accuracy {mark['bit_accuracy']:.3f}), "
+            f"but no manifest row under {out} issued it: [yellow]not verified[/yellow]"
+        )
+    else:
+        stdout.print(f"no watermark verified in {file} (bit accuracy {mark['bit_accuracy']:.3f})")
+    c2pa = result["c2pa"]
+    if c2pa["state"] is None:
+        stdout.print("Content Credentials: [yellow]none[/yellow] (the file carries no C2PA manifest)")
+    else:
+        colour = "red" if c2pa["state"] == "Invalid" else "green"
+        failures = f" ({', '.join(c2pa['failures'])})" if c2pa["failures"] else ""
+        stdout.print(f"Content Credentials: [{colour}]{c2pa['state']}[/{colour}]{failures}")
+        stdout.print(f"  digital source type: {c2pa['digital_source_type']}; signed by {c2pa['signer']}")
+    label = result["label"]
+    if label is None:
+        stdout.print("AI label metadata: [yellow]none[/yellow] (no IPTC digital source type or description in XMP)")
+    else:
+        stdout.print(f"AI label metadata: {label['digital_source_type']}")
+        if label["description"]:
+            stdout.print(f"  {label['description']}")
+
+
+def _provenance_sections(file: Path, settings: Settings) -> dict:
+    """The ``c2pa`` and ``label`` parts of ``verify --json``, with nulls where the file carries nothing.
+
+    A file without a C2PA manifest gives ``"state": null`` (and every other c2pa field null or
+    empty); a manifest that fails validation gives ``"state": "Invalid"`` with the validator's
+    failure codes. ``label`` is null when the XMP holds none of the label fields.
+    """
+    from moviegen.provenance import NO_CREDENTIALS, read_credentials, read_label_metadata
+
+    credentials = read_credentials(file, settings.provenance)
+    present = credentials["state"] != NO_CREDENTIALS
+    signer = credentials["signer"] or {}
+    c2pa = {
+        "state": credentials["state"] if present else None,
+        "digital_source_type": credentials["digital_source_type"],
+        "signer": signer.get("common_name"),
+        "generator": credentials["generator"],
+        "failures": credentials["failures"],
+    }
+    label = read_label_metadata(file)
+    fields = ("digital_source_type", "description", "creator_tool")
+    return {"c2pa": c2pa, "label": label if any(label[k] for k in fields) else None}
 
 
 @app.command()

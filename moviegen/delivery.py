@@ -7,6 +7,11 @@ Solution: every finished file is probed (ffprobe, plus a walk over the MP4's top
 compared with its preset: container, codec, profile, level, pixel format, colour tags, size,
 square pixels, frame rate, frame count and duration, keyframe interval, bitrate ceiling, audio
 (AAC, rate, channels, length) and moov before mdat. Any difference is a named violation.
+
+``gate_rendition`` is the whole gate on the final, signed file: this preset check, the invisible
+watermark read back from the file (``moviegen.watermark.delivery_gate``) and its provenance
+(``moviegen.provenance.check_provenance``: valid C2PA credentials, IPTC label metadata). Every
+check runs, so a refused rendition says everything that is wrong with it.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moviegen.config import ProvenanceSettings
 from moviegen.media import MediaError, StreamInfo, ffprobe_binary, probe
 from moviegen.presets import ChannelPreset
+from moviegen.provenance import ProvenanceCheck, check_provenance
+from moviegen.watermark import GateResult, delivery_gate
 
 PROFILES = {"baseline": ("Baseline", "Constrained Baseline"), "main": ("Main",), "high": ("High",)}
 BITRATE_TOLERANCE = 1.02  # container overhead and rounding in the probed average
@@ -198,3 +206,56 @@ def check_delivery(path: Path, preset: ChannelPreset, duration_s: float) -> Deli
     """Probe a finished rendition and hold it to its preset; publish only when ``report.ok``."""
     facts = inspect_rendition(path)
     return DeliveryReport(facts, delivery_violations(facts, preset, duration_s))
+
+
+@dataclass(frozen=True)
+class GateFailure:
+    """One reason a rendition is refused: the rule (``preset``, ``watermark`` or ``provenance``) and what is wrong."""
+
+    rule: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeliveryVerdict:
+    """The delivery gate on one final rendition: the preset check, the watermark and the provenance."""
+
+    report: DeliveryReport
+    watermark: GateResult
+    provenance: ProvenanceCheck
+
+    @property
+    def failures(self) -> list[GateFailure]:
+        failures = []
+        if self.report.violations:
+            failures.append(GateFailure("preset", "; ".join(self.report.violations)))
+        if not self.watermark.passed:
+            details = {"bit_accuracy": round(self.watermark.bit_accuracy, 4)}
+            failures.append(GateFailure("watermark", self.watermark.message, details))
+        if self.provenance.violations:
+            details = {"c2pa_state": self.provenance.credentials["state"]}
+            failures.append(GateFailure("provenance", "; ".join(self.provenance.violations), details))
+        return failures
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def gate_rendition(
+    path: Path,
+    preset: ChannelPreset,
+    duration_s: float,
+    payload: int,
+    provenance: ProvenanceSettings | None = None,
+) -> DeliveryVerdict:
+    """Hold a final (signed) rendition to its preset, its watermark ``payload`` and its provenance.
+
+    Publish only when ``verdict.ok``; ``verdict.failures`` lists one GateFailure per failing check.
+    """
+    return DeliveryVerdict(
+        report=check_delivery(path, preset, duration_s),
+        watermark=delivery_gate(path, payload),
+        provenance=check_provenance(path, provenance),
+    )

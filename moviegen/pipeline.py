@@ -5,7 +5,10 @@ them without any orchestration, which is the baseline for measuring Prefect's ov
 
     catalog -> validate -> prompt gate -> plan (skip what is published) -> batch
             -> generate masters -> frame gate (or quarantine)
-            -> per channel: render -> delivery check -> publish -> manifest row -> report
+            -> per channel: render (one ffmpeg pass, visible AI label drawn last) -> watermark embed
+               -> the single encode -> XMP label metadata -> signed C2PA manifest (the last writes)
+               -> delivery gate (preset, watermark read back, provenance) -> publish -> manifest row
+            -> report
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from moviegen import __version__, progress
 from moviegen.adherence import AdherenceScore, ScorerError, best_candidate, load_scorer, scorer_identity
 from moviegen.assets import AssetError, UriPolicy, fetch_asset
 from moviegen.catalog import CatalogReadError, CatalogValidation, read_catalog, validate_catalog
-from moviegen.config import Settings
+from moviegen.config import ConfigError, Settings
 from moviegen.costs import GENERATE, LOAD, RENDER, TIMINGS_SCHEMA, timing_row
-from moviegen.delivery import check_delivery
+from moviegen.delivery import DeliveryVerdict, gate_rendition
 from moviegen.generate import (
     Device,
     GeneratedClip,
@@ -41,10 +44,22 @@ from moviegen.generate import (
     pick_device,
     process_pipeline_cache,
 )
-from moviegen.media import MediaError, StreamInfo, write_master
+from moviegen.marking import BATCH_FRAMES, WatermarkPlan, WatermarkProcessor, mark_master, plan_watermark
+from moviegen.media import MediaError, write_master
 from moviegen.models.registry import ModelInfo, UnknownModelError, resolve_for_task, resolve_model
 from moviegen.overlays import FontError
 from moviegen.presets import ChannelPreset, Style, channel_presets, styles
+from moviegen.provenance import (
+    ProvenanceError,
+    SigningIdentity,
+    add_provenance,
+    check_trust_anchors,
+    disclosure_flags,
+    label_for,
+    label_layer,
+    load_signing_identity,
+    provenance_facts,
+)
 from moviegen.publish import (
     MANIFEST_SCHEMA,
     PUBLISHED,
@@ -83,6 +98,7 @@ from moviegen.safety import (
 )
 from moviegen.soundtrack import AudioModelError, audio_request, compose_bed, generate_soundtracks
 from moviegen.spec import ClipPlan, ClipSpec, Problem
+from moviegen.watermark import WatermarkError, default_watermarker
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +116,17 @@ class RunContext:
     styles: dict[str, Style]
     started_at: datetime
     policies: PolicySet
+    # Loaded once per run; repr=False keeps the private key out of any repr of the context.
+    signer: SigningIdentity = field(repr=False)
 
 
 def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
-    """Open the output root and scratch folder and choose the device for a new run."""
+    """Open the output root and scratch folder and choose the device for a new run.
+
+    Loads what every rendition needs up front (the signing identity, the trust anchors, the
+    watermark models), so a bad configuration stops the run now (ConfigError) rather than
+    failing every rendition later.
+    """
     out = OutputRoot(settings.out.rstrip("/") + "/preview" if settings.preview else settings.out)
     if settings.work_dir:
         work_dir = Path(settings.work_dir)
@@ -116,6 +139,12 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
     policies = load_policies(settings.safety.policy, settings.safety.campaign_policies)
     for policy in policies.all():
         prepare_detector(policy)  # a bad detector name or label fails the run now, not clip by clip
+    try:
+        signer = load_signing_identity(settings.provenance)
+        check_trust_anchors(settings.provenance)
+        default_watermarker()
+    except (ProvenanceError, WatermarkError) as exc:
+        raise ConfigError(str(exc)) from None
     return RunContext(
         settings=settings,
         run_id=run_id or new_run_id(),
@@ -126,6 +155,7 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
         styles=styles(settings.styles),
         started_at=utc_now(),
         policies=policies,
+        signer=signer,
     )
 
 
@@ -341,13 +371,39 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
 
 
 def rendition_spec_for(clip: ClipPlan, channel: str, ctx: RunContext) -> RenditionSpec:
-    """The catalog row's rendition for one channel (assets fetched into the run's scratch folder)."""
+    """The catalog row's rendition for one channel (assets fetched into the run's scratch folder).
+
+    The channel's visible AI label, when its policy has one, is the last text layer: drawn over everything.
+    """
     preset, style = ctx.presets[channel], ctx.styles[clip.spec.style]
-    return rendition_spec(clip.spec, preset, style, asset_dir=ctx.work_dir / "assets")
+    label = label_layer(channel, (preset.width, preset.height), ctx.settings.provenance)
+    layers = (label,) if label else ()
+    return rendition_spec(clip.spec, preset, style, asset_dir=ctx.work_dir / "assets", layers=layers)
+
+
+@dataclass(frozen=True)
+class PlannedRendition:
+    """One channel's rendition of a clip: what to render, where its watermark goes, and its key."""
+
+    channel: str
+    spec: RenditionSpec
+    mark: WatermarkPlan
+    key: str
+
+
+def plan_rendition(clip: ClipPlan, channel: str, ctx: RunContext) -> PlannedRendition:
+    """Spec, watermark plan and rendition key of one channel (the placement looks at every channel of the row)."""
+    specs = {name: rendition_spec_for(clip, name, ctx) for name in clip.spec.channels}
+    master_size = (clip.request.width, clip.request.height)
+    mark = plan_watermark(clip.clip_key, channel, master_size, list(specs.values()))
+    return PlannedRendition(
+        channel, specs[channel], mark, rendition_key(clip.rendition_source_key, specs[channel], mark.processor_key)
+    )
 
 
 def rendition_key_for(clip: ClipPlan, channel: str, ctx: RunContext) -> str:
-    return rendition_key(clip.rendition_source_key, rendition_spec_for(clip, channel, ctx))
+    """The key planning compares with the manifest: label, watermark payload and placement included."""
+    return plan_rendition(clip, channel, ctx).key
 
 
 def prune_campaign(validation: CatalogValidation, ctx: RunContext) -> list[dict[str, Any]]:
@@ -659,57 +715,124 @@ def clip_problem(
 
 @dataclass
 class Rendition:
-    """One channel's outcome for one clip: a manifest row when published, else the problem."""
+    """One channel's outcome for one clip: a manifest row when published, else its problems."""
 
     clip: ClipPlan
     channel: str
     row: dict[str, Any] | None = None
-    problem: Problem | None = None
+    problems: list[Problem] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+# A mark the delivery gate cannot read back (content can pull one bit the wrong way in every frame)
+# is embedded once more with twice the embed passes, into the rendition's own frames even when the
+# plan put it into the master; only such renditions pay for the second render.
+WATERMARK_PASSES = (1, 2)
+
+
 def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Rendition:
-    """Render one channel's MP4 from the master, check it against the preset, and publish it atomically."""
+    """Render one channel's MP4 from the master, watermark, label and sign it, gate it, and publish it atomically.
+
+    1. render: one ffmpeg pass, the watermark embed on its frames (or a marked master), one encode;
+    2. provenance: XMP label metadata, then the signed C2PA manifest (the last writes to the file);
+    3. delivery gate on the final file: preset, watermark read back, provenance (when only the
+       watermark fails, 1-3 run once more with a stronger mark: WATERMARK_PASSES);
+    4. publish: poster, sidecar, video, manifest row.
+    """
     clip, spec = master.clip, master.clip.spec
     if master.path is None:
         raise ValueError(f"clip {spec.clip_id} has no master to render: {master.problem}")
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = defaultdict(float)
+    reached: set[str] = set()  # the progress stages this rendition got through
     try:
-        rendition = rendition_spec_for(clip, channel, ctx)
-        key = rendition_key(clip.rendition_source_key, rendition)
+        planned = plan_rendition(clip, channel, ctx)
     except (AssetError, FontError) as exc:
-        _drop_unreached(timings)
-        return Rendition(clip, channel, problem=clip_problem(clip, "render", _rule(exc), str(exc), channel))
-    scratch = ctx.work_dir / "renders" / key
+        _drop_unreached(reached)
+        return Rendition(clip, channel, problems=[clip_problem(clip, "render", _rule(exc), str(exc), channel)])
+    scratch = ctx.work_dir / "renders" / planned.key
     video = scratch / f"{spec.clip_id}.mp4"
     try:
+        # The generated soundtrack (if any) becomes the music bed once, before the passes; the key already covers it.
         started = time.perf_counter()
-        rendition = with_soundtrack(rendition, master, ctx)
-        render_rendition(master.path, rendition, video)
-        timings["render"] = time.perf_counter() - started
+        planned = replace(planned, spec=with_soundtrack(planned.spec, master, ctx))
+        timings["render"] += time.perf_counter() - started
+        for passes in WATERMARK_PASSES:
+            verdict = make_final(master, planned, video, passes, ctx, timings)
+            if verdict.ok or passes == WATERMARK_PASSES[-1] or {f.rule for f in verdict.failures} != {"watermark"}:
+                break
+            log.warning(
+                "%s/%s on %s: %s; embedding it again with %d passes into the rendition's frames",
+                spec.campaign_id, spec.clip_id, channel, verdict.watermark.message, passes + 1,
+            )  # fmt: skip
+            # A master mark that did not survive this rendition goes into its own frames instead (same
+            # payload, so the planned key and the manifest row still agree).
+            planned = replace(planned, mark=replace(planned.mark, placement="rendition"))
         progress.advance("render")
+        reached.add("render")
+        if not verdict.ok:
+            return Rendition(clip, channel, seconds=dict(timings), problems=delivery_problems(clip, channel, verdict))
 
+        # 4. Publish.
         started = time.perf_counter()
-        report = check_delivery(video, rendition.preset, rendition.duration_s)
-        info = report.info
-        if report.violations:
-            return Rendition(
-                clip,
-                channel,
-                seconds=timings,
-                problem=clip_problem(clip, "delivery", "preset", "; ".join(report.violations), channel),
-            )
         poster = write_poster(video, scratch / f"{spec.clip_id}.jpg", at_s=min(1.0, spec.duration_s / 2))
-        row = publish_rendition(clip, channel, key, video, poster, info, ctx)
-        timings["publish"] = time.perf_counter() - started
+        row = publish_rendition(clip, channel, planned, video, poster, verdict, passes, ctx)
+        timings["publish"] += time.perf_counter() - started
         progress.advance("publish")
+        reached.add("publish")
+    except ProvenanceError as exc:
+        problem = clip_problem(clip, "provenance", "error", str(exc), channel)
+        return Rendition(clip, channel, seconds=dict(timings), problems=[problem])
     except (MediaError, AssetError, FontError) as exc:
         problem = clip_problem(clip, "render", _rule(exc), str(exc), channel)
-        return Rendition(clip, channel, seconds=timings, problem=problem)
+        return Rendition(clip, channel, seconds=dict(timings), problems=[problem])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        _drop_unreached(timings)
-    return Rendition(clip, channel, row=row, seconds=timings)
+        _drop_unreached(reached)
+    return Rendition(clip, channel, row=row, seconds=dict(timings))
+
+
+def make_final(
+    master: Master,
+    planned: PlannedRendition,
+    video: Path,
+    passes: int,
+    ctx: RunContext,
+    timings: dict[str, float],
+) -> DeliveryVerdict:
+    """Steps 1-3 of a rendition: render with the watermark, add provenance, and gate the final file.
+
+    Adds the seconds of each step to ``timings`` (``watermark`` is the embed's own share of the render).
+    """
+    assert master.path is not None
+    clip, channel, rendition, mark = master.clip, planned.channel, planned.spec, planned.mark
+    # 1. Render, with the watermark embedded before the single encode (or already in the master).
+    started = time.perf_counter()
+    if mark.placement == "master":
+        marked = ctx.work_dir / "masters" / f"{clip.clip_key}.mark-{mark.payload_hex}-x{passes}.mkv"
+        source, processor = mark_master(master.path, mark, marked, passes=passes), None
+    else:
+        source, processor = master.path, WatermarkProcessor(mark.payload, passes=passes)
+    embed_seconds = time.perf_counter() - started
+    render_rendition(source, rendition, video, processor=processor, batch_frames=BATCH_FRAMES)
+    embed_seconds += processor.seconds if processor else 0.0
+    timings["watermark"] += embed_seconds
+    timings["render"] += time.perf_counter() - started - embed_seconds
+
+    # 2. Provenance: the last writes to the file.
+    started = time.perf_counter()
+    add_provenance(video, provenance_facts(clip, channel, mark.payload_hex), ctx.settings.provenance, ctx.signer)
+    timings["provenance"] += time.perf_counter() - started
+
+    # 3. Delivery gate on the final file.
+    started = time.perf_counter()
+    verdict = gate_rendition(video, rendition.preset, rendition.duration_s, mark.payload, ctx.settings.provenance)
+    timings["delivery"] += time.perf_counter() - started
+    return verdict
+
+
+def delivery_problems(clip: ClipPlan, channel: str, verdict: DeliveryVerdict) -> list[Problem]:
+    """One ``delivery`` problem per failed gate check, its rule naming the check: preset, watermark or provenance."""
+    return [clip_problem(clip, "delivery", f.rule, f.message, channel, **f.details) for f in verdict.failures]
 
 
 def renditions_to_make(master: Master, channels: Sequence[str]) -> tuple[str, ...]:
@@ -722,10 +845,10 @@ def renditions_to_make(master: Master, channels: Sequence[str]) -> tuple[str, ..
     return ()
 
 
-def _drop_unreached(timings: dict[str, float]) -> None:
+def _drop_unreached(reached: set[str]) -> None:
     # A rendition that stopped early (asset, render or delivery problem) never reaches the later stages.
     for stage in ("render", "publish"):
-        if stage not in timings:
+        if stage not in reached:
             progress.drop(stage)
 
 
@@ -745,26 +868,39 @@ def _rule(exc: Exception) -> str:
 
 
 def publish_rendition(
-    clip: ClipPlan, channel: str, key: str, video: Path, poster: Path, info: StreamInfo, ctx: RunContext
+    clip: ClipPlan,
+    channel: str,
+    planned: PlannedRendition,
+    video: Path,
+    poster: Path,
+    verdict: DeliveryVerdict,
+    watermark_passes: int,
+    ctx: RunContext,
 ) -> dict[str, Any]:
-    """Put poster, sidecar and video into ``published/`` (video last) and append the manifest row."""
-    spec = clip.spec
+    """Put poster, sidecar and video into ``published/`` (video last) and append the manifest row.
+
+    ``video`` is the final, signed file the delivery gate passed: its sha256 is what the row records.
+    """
+    spec, info = clip.spec, verdict.report.info
     paths = published_paths(channel, spec.campaign_id, spec.clip_id)
-    supersedes = superseded_key(paths, key, ctx.out)
+    supersedes = superseded_key(paths, planned.key, ctx.out)
+    label = label_for(channel, ctx.settings.provenance)
     sidecar = {
         "campaign_id": spec.campaign_id,
         "clip_id": spec.clip_id,
         "channel": channel,
         "caption": spec.caption,
         "hashtags": list(spec.hashtags),
-        "disclosure": {"ai_generated": True},
+        "disclosure": disclosure_flags(channel, ctx.settings.provenance),
         "video": paths["video"][-1],
         "poster": paths["poster"][-1],
         "clip_key": clip.clip_key,
-        "rendition_key": key,
+        "rendition_key": planned.key,
+        "watermark_payload": planned.mark.payload_hex,
         "model": clip.model.requested,
         "generator": f"moviegen {__version__}",
     }
+    credentials = verdict.provenance.credentials
     ctx.out.put_file(poster, *paths["poster"])
     ctx.out.write_json(sidecar, *paths["sidecar"])
     relative = ctx.out.put_file(video, *paths["video"])
@@ -775,8 +911,8 @@ def publish_rendition(
         "channel": channel,
         "path": relative,
         "clip_key": clip.clip_key,
-        "rendition_key": key,
-        "watermark_payload": None,
+        "rendition_key": planned.key,
+        "watermark_payload": planned.mark.payload_hex,
         "sha256": sha256_file(video),
         "bytes": video.stat().st_size,
         "width": info.width,
@@ -790,6 +926,11 @@ def publish_rendition(
         "published_at": utc_now(),
         "status": PUBLISHED,
         "supersedes": supersedes,
+        "watermark_bit_accuracy": round(verdict.watermark.bit_accuracy, 4),
+        "watermark_passes": watermark_passes,
+        "c2pa_state": credentials["state"],
+        "c2pa_signer": (credentials["signer"] or {}).get("common_name"),
+        "label": label.text if label else None,
     }
     ctx.out.append_rows("manifest", MANIFEST_SCHEMA, [row], ctx.run_id)
     return row
@@ -924,7 +1065,7 @@ def finish_run(
     """
     problems = [*validation.problems, *plan.problems]
     problems += [m.problem for m in masters if m.problem is not None]
-    problems += [r.problem for r in renditions if r.problem is not None]
+    problems += [p for r in renditions for p in r.problems]
     record_rejections(problems[len(validation.problems) :], ctx)
     ctx.out.compact_run("manifest", MANIFEST_SCHEMA, ctx.run_id)
     ctx.out.compact_run("scores", SCORES_SCHEMA, ctx.run_id)

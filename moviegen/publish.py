@@ -50,6 +50,13 @@ MANIFEST_SCHEMA = pa.schema(
         # supersedes: the rendition_key this row replaced at the same channel/campaign/clip, if any.
         ("status", pa.string()),
         ("supersedes", pa.string()),
+        # What the delivery gate found in the final file (added with the watermark and provenance;
+        # parts written before them read these as nulls).
+        ("watermark_bit_accuracy", pa.float64()),
+        ("watermark_passes", pa.int32()),
+        ("c2pa_state", pa.string()),
+        ("c2pa_signer", pa.string()),
+        ("label", pa.string()),
     ]
 )
 

@@ -352,7 +352,7 @@ def shard_result(
             "clip_id": spec.clip_id,
             "channel": r.channel,
             "row": _jsonable_row(r.row) if r.row else None,
-            "problem": problem_json(r.problem) if r.problem else None,
+            "problems": [problem_json(p) for p in r.problems],
             "seconds": r.seconds,
         }
 
@@ -448,8 +448,8 @@ def gather_shards(
             )
         for r in result.renditions:
             clip = clips[(r["campaign_id"], r["clip_id"])]
-            problem = problem_from_json(r["problem"]) if r["problem"] else None
-            renditions.append(Rendition(clip, r["channel"], row=r["row"], problem=problem, seconds=r["seconds"]))
+            problems = [problem_from_json(p) for p in r["problems"]]
+            renditions.append(Rendition(clip, r["channel"], row=r["row"], problems=problems, seconds=r["seconds"]))
         for row in result.already_published:
             if row["run_id"] == run_id:
                 clip = clips[(row["campaign_id"], row["clip_id"])]

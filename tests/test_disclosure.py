@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from moviegen.config import ConfigError, Settings, load_settings
+from moviegen.overlays import render_text
 from moviegen.presets import builtin_channels
 from moviegen.provenance import TRAINED_ALGORITHMIC_MEDIA, LabelSpec, disclosure_flags, label_for, platforms
 
@@ -48,10 +49,21 @@ def test_label_defaults_and_shipped_channel_placement():
     # Short vertical feeds keep the mark below the app's top bar.
     assert tiktok.margin == 0.12
     assert tiktok.font_px(1080, 1920) == 38
-    assert tiktok.drawtext_xy(1080, 1920) == ("130", "130")
-    assert youtube.drawtext_xy(1920, 1080) == ("43", "43")
-    # Still legible on a tiny preview frame.
+    # Drawn like every other text (Pillow, through overlays.render_text), against the frame's edges.
+    assert _label_box(tiktok, 1080, 1920)[:2] == (130, 130)
+    assert _label_box(youtube, 1920, 1080)[:2] == (43, 43)
+    layer = tiktok.text_layer(1080, 1920)
+    assert (layer.text, layer.color, layer.background, layer.max_lines) == ("AI-generated", "#FFFFFFFF", "#00000080", 1)
+    # Still legible on a tiny preview frame, and inside it.
     assert youtube.font_px(160, 90) == 16
+    x, y, w, h = _label_box(youtube, 160, 90)
+    assert x >= 0 and y >= 0 and x + w <= 160 and y + h <= 90
+
+
+def _label_box(label, width: int, height: int) -> tuple[int, int, int, int]:
+    """Where the label is drawn on a frame: (x, y, width, height) of its box."""
+    placed = render_text(label.text_layer(width, height), (width, height))
+    return placed.x, placed.y, *placed.image.size
 
 
 def test_label_configuration_precedence_and_per_channel_policy(tmp_path):
@@ -76,7 +88,8 @@ def test_label_configuration_precedence_and_per_channel_policy(tmp_path):
         0.05,
         0.05,
     )
-    assert youtube.drawtext_xy(1920, 1080) == ("w-tw-54", "h-th-54")
+    x, y, w, h = _label_box(youtube, 1920, 1080)
+    assert (1920 - x - w, 1080 - y - h) == (54, 54)  # bottom right, 0.05 of the short side from the edges
     # An explicitly configured global margin beats the shipped TikTok placement.
     assert label_for("tiktok", settings).margin == 0.05
     assert label_for("tiktok", settings).model_dump()["text"] == "Made with AI"

@@ -211,6 +211,14 @@ def test_file_without_credentials_is_reported_and_refused(video: Path, dev_setti
         read_credentials(video.with_name("missing.mp4"), dev_settings)
 
 
+def test_a_matroska_master_carries_no_credentials(tmp_path: Path, dev_settings):
+    """Not ISO BMFF, so no C2PA manifest can be in it: "no credentials", not Invalid (nothing was tampered)."""
+    master = tmp_path / "master.mkv"
+    run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=128x72:rate=16", "-t", "1", "-c:v", "ffv1", str(master)])
+    credentials = read_credentials(master, dev_settings)
+    assert (credentials["state"], credentials["failures"]) == (NO_CREDENTIALS, [])
+
+
 def test_gate_refuses_half_labelled_renditions(plain_mp4: Path, tmp_path: Path, facts, dev_settings):
     only_xmp, only_c2pa = tmp_path / "xmp.mp4", tmp_path / "c2pa.mp4"
     shutil.copy(plain_mp4, only_xmp)

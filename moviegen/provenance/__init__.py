@@ -7,11 +7,12 @@ uploader sets. The prompt is confidential; the signing key is secret.
 
 Solution, per rendition, in this order:
 
-    spec = label_for(channel, settings.provenance)        # render draws it (None: no label)
+    identity = load_signing_identity(settings.provenance)  # once per run: bad configuration fails early
+    layer = label_layer(channel, (width, height), settings.provenance)  # render draws it last (None: no label)
     ... render, watermark, encode ...
     facts = provenance_facts(clip, channel, watermark_payload)
-    add_provenance(video, facts, settings.provenance)     # XMP, then the C2PA signature: last writes
-    problems = provenance_violations(video, settings.provenance)   # delivery gate
+    add_provenance(video, facts, settings.provenance, identity)  # XMP, then the C2PA signature: last writes
+    problems = provenance_violations(video, settings.provenance)  # delivery gate
     sidecar["disclosure"] = disclosure_flags(channel, settings.provenance)
 
 ``read_credentials`` and ``read_label_metadata`` report what a file carries (``moviegen verify``).
@@ -26,15 +27,16 @@ from moviegen.provenance.credentials import (
     VALID,
     ProvenanceFacts,
     build_manifest,
+    check_trust_anchors,
     prompt_sha256,
     provenance_facts,
     read_credentials,
     sign_credentials,
 )
-from moviegen.provenance.disclosure import LabelSpec, disclosure_flags, label_for, platforms
+from moviegen.provenance.disclosure import LabelSpec, disclosure_flags, label_for, label_layer, platforms
 from moviegen.provenance.metadata import read_label_metadata, write_label_metadata
 from moviegen.provenance.signer import SigningIdentity, ensure_dev_signer, load_signing_identity
-from moviegen.provenance.stage import add_provenance, provenance_violations
+from moviegen.provenance.stage import ProvenanceCheck, add_provenance, check_provenance, provenance_violations
 
 __all__ = [
     "INVALID",
@@ -43,15 +45,19 @@ __all__ = [
     "TRUSTED",
     "VALID",
     "LabelSpec",
+    "ProvenanceCheck",
     "ProvenanceError",
     "ProvenanceFacts",
     "SigningIdentity",
     "add_provenance",
     "build_manifest",
+    "check_provenance",
+    "check_trust_anchors",
     "disclosure_flags",
     "ensure_dev_signer",
     "generator",
     "label_for",
+    "label_layer",
     "load_signing_identity",
     "platforms",
     "prompt_sha256",

@@ -33,7 +33,7 @@ from moviegen.provenance.common import (
     ProvenanceError,
     replacing,
 )
-from moviegen.provenance.signer import load_signing_identity
+from moviegen.provenance.signer import SigningIdentity, load_signing_identity
 
 if TYPE_CHECKING:
     from moviegen.spec import ClipPlan
@@ -131,15 +131,21 @@ def build_manifest(facts: ProvenanceFacts, title: str) -> dict[str, Any]:
     }
 
 
-def sign_credentials(path: Path, facts: ProvenanceFacts, settings: ProvenanceSettings | None = None) -> Path:
+def sign_credentials(
+    path: Path,
+    facts: ProvenanceFacts,
+    settings: ProvenanceSettings | None = None,
+    identity: SigningIdentity | None = None,
+) -> Path:
     """Sign a C2PA manifest into the MP4 at ``path``; atomic (temporary copy, then rename).
 
-    This must be the last write to the file: any later change, metadata included, makes the
-    credentials Invalid.
+    ``identity`` is the signer a run loaded once at its start; without it the configured one is
+    loaded now. This must be the last write to the file: any later change, metadata included,
+    makes the credentials Invalid.
     """
     settings = settings or ProvenanceSettings()
     path = Path(path)
-    identity = load_signing_identity(settings)
+    identity = identity or load_signing_identity(settings)
     manifest = build_manifest(facts, title=path.name)
     info = c2pa.C2paSignerInfo(
         identity.algorithm, identity.cert_chain_pem, identity.private_key_pem, identity.timestamp_url
@@ -186,6 +192,9 @@ def read_credentials(path: Path, settings: ProvenanceSettings | None = None) -> 
     }
     try:
         with c2pa.Context(_c2pa_settings(settings)) as context, open(path, "rb") as stream:
+            if stream.read(8)[4:] != b"ftyp":
+                return result  # not ISO BMFF (a Matroska master, say): it cannot carry a C2PA manifest here
+            stream.seek(0)
             reader = c2pa.Reader.try_create(MP4, stream, None, context)
             if reader is None:
                 return result
@@ -222,6 +231,11 @@ def _manifest_fields(manifest: dict[str, Any]) -> dict[str, Any]:
             for key in ("model", "model_revision", "prompt_sha256", "clip_key"):
                 fields[key] = data.get(key)
     return fields
+
+
+def check_trust_anchors(settings: ProvenanceSettings) -> None:
+    """Raise ProvenanceError when a ``provenance.trust_anchors`` file cannot be read: at start-up, not per rendition."""
+    _c2pa_settings(settings)
 
 
 def _c2pa_settings(settings: ProvenanceSettings) -> c2pa.Settings:

@@ -7,7 +7,7 @@ different places, so the "AI-generated" mark cannot sit in the same spot everywh
 Solution: ``moviegen/data/disclosure.yaml`` maps every channel to its platform and default label
 placement; ``provenance.channels`` in configuration overrides or extends it. ``disclosure_flags``
 gives the sidecar's ``disclosure`` object; ``label_for`` gives the label to draw (or None), as
-plain data the render pass turns into pixels.
+plain data, and ``label_layer`` the text layer the render pass draws last, over everything.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from importlib import resources
 from typing import Any
 
 import yaml
+from PIL import ImageColor
 from pydantic import BaseModel, ConfigDict, Field
 
 from moviegen.config import ChannelProvenance, LabelPosition, LabelSettings, ProvenanceSettings
+from moviegen.overlays import TextLayer
 from moviegen.provenance.common import TRAINED_ALGORITHMIC_MEDIA
 
 MIN_LABEL_PX = 16  # smaller text is not legible on a phone
@@ -112,13 +114,39 @@ class LabelSpec(BaseModel):
         """Distance from the frame's edges in pixels."""
         return round(self.margin * min(width, height))
 
-    def drawtext_xy(self, width: int, height: int) -> tuple[str, str]:
-        """ffmpeg drawtext ``x`` and ``y`` expressions (``w``/``h`` frame, ``tw``/``th`` text size)."""
-        m = self.margin_px(width, height)
-        x = {"left": f"{m}", "right": f"w-tw-{m}", "centre": "(w-tw)/2"}
-        y = {"top": f"{m}", "bottom": f"h-th-{m}"}
-        vertical, _, horizontal = self.position.partition("_")
-        return x[horizontal or "centre"], y[vertical]
+    def text_layer(self, width: int, height: int) -> TextLayer:
+        """The label as a text layer for a ``width`` x ``height`` rendition, drawn like every other text.
+
+        Placed against the frame's edges (not the safe zone: ``margin`` already keeps it clear of the
+        app's interface), one line, on its box; sizes become the layer's fractions of the short side.
+        """
+        short = min(width, height)
+        return TextLayer(
+            self.text,
+            self.position,
+            size=self.font_px(width, height) / short,
+            max_width=0.9,
+            max_lines=1,
+            color=pillow_colour(self.color),
+            background=pillow_colour(self.box_color),
+            inset=self.margin_px(width, height) / short,
+            use_safe_zone=False,
+        )
+
+
+def pillow_colour(colour: str) -> str:
+    """A label colour (``white``, ``#RRGGBB``, either with ``@alpha`` as ffmpeg writes it) as ``#RRGGBBAA``."""
+    name, _, alpha = colour.partition("@")
+    red, green, blue = ImageColor.getrgb(name)[:3]
+    return f"#{red:02X}{green:02X}{blue:02X}{round(float(alpha or 1) * 255):02X}"
+
+
+def label_layer(
+    channel: str, frame_size: tuple[int, int], settings: ProvenanceSettings | None = None
+) -> TextLayer | None:
+    """The label ``channel``'s rendition of ``frame_size`` (w, h) draws last, or None when its label is off."""
+    label = label_for(channel, settings)
+    return label.text_layer(*frame_size) if label else None
 
 
 def label_for(channel: str, settings: ProvenanceSettings | None = None) -> LabelSpec | None:

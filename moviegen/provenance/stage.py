@@ -6,7 +6,9 @@ render (visible label drawn) -> watermark -> encode -> add_provenance -> deliver
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from moviegen.config import ProvenanceSettings
 from moviegen.provenance.common import TRAINED_ALGORITHMIC_MEDIA
@@ -20,19 +22,39 @@ from moviegen.provenance.credentials import (
     sign_credentials,
 )
 from moviegen.provenance.metadata import read_label_metadata, write_label_metadata
+from moviegen.provenance.signer import SigningIdentity
 
 
-def add_provenance(path: Path, facts: ProvenanceFacts, settings: ProvenanceSettings | None = None) -> Path:
+def add_provenance(
+    path: Path,
+    facts: ProvenanceFacts,
+    settings: ProvenanceSettings | None = None,
+    identity: SigningIdentity | None = None,
+) -> Path:
     """Write the IPTC label metadata, then sign the C2PA manifest: the last two writes to a finished rendition.
 
+    ``identity``: the signer loaded once for the run (``load_signing_identity``); default: load it now.
     Each step is atomic; nothing may change the file afterwards (the signature covers every byte).
     """
     write_label_metadata(path, facts, settings)
-    return sign_credentials(path, facts, settings)
+    return sign_credentials(path, facts, settings, identity)
 
 
-def provenance_violations(path: Path, settings: ProvenanceSettings | None = None) -> list[str]:
-    """What keeps a rendition from being published on provenance grounds (empty when it may go).
+@dataclass(frozen=True)
+class ProvenanceCheck:
+    """What a finished rendition carries (C2PA credentials, XMP label) and what keeps it from being published."""
+
+    credentials: dict[str, Any]
+    label: dict[str, Any]
+    violations: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def check_provenance(path: Path, settings: ProvenanceSettings | None = None) -> ProvenanceCheck:
+    """Read a rendition's credentials and label metadata and judge them (the delivery gate's provenance part).
 
     Refuses a file without valid Content Credentials (Trusted ones when ``provenance.require_trusted``),
     whose manifest does not declare ``trainedAlgorithmicMedia`` or forbid training, or whose XMP lacks
@@ -68,4 +90,9 @@ def provenance_violations(path: Path, settings: ProvenanceSettings | None = None
             "the XMP metadata lacks the IPTC digital source type trainedAlgorithmicMedia: write it "
             "(add_provenance) before signing"
         )
-    return problems
+    return ProvenanceCheck(credentials, label, problems)
+
+
+def provenance_violations(path: Path, settings: ProvenanceSettings | None = None) -> list[str]:
+    """What keeps a rendition from being published on provenance grounds (empty when it may go)."""
+    return check_provenance(path, settings).violations
