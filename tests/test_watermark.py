@@ -88,6 +88,22 @@ def test_check_value_rejects_random_words():
     assert 160 < passed < 310
 
 
+def test_one_wrong_voted_bit_is_tolerated_two_are_not():
+    payload = wm.payload_for("clip-key", "tiktok")
+    signs = wm.payload_bits(payload).astype(np.float32) * 2 - 1
+    logits = np.tile(signs * 3.0, (16, 1))
+    logits[:, 5] *= -1  # content that pulls one bit the wrong way in every frame
+    one = wm.reading_from_logits(logits, payload)
+    assert one.word != payload and wm.bit_errors(one.word, payload) == 1
+    assert one.verified and one.payload == payload and one.bit_accuracy == pytest.approx(31 / 32)
+    logits[:, 9] *= -1
+    assert not wm.reading_from_logits(logits, payload).verified
+    # Without an expected payload, the nearest valid payload is found among the word's neighbours.
+    assert payload in wm.near_payloads(one.word)
+    noise = np.random.default_rng(0).normal(0, 3, (16, 32)).astype(np.float32)
+    assert not wm.reading_from_logits(noise, payload).verified
+
+
 def test_working_size_follows_the_frames_own_dimensions():
     assert wm.working_size(1080, 1920) == (144, 256)
     assert wm.working_size(1920, 1080) == (256, 144)
