@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections import defaultdict
@@ -35,7 +36,6 @@ from moviegen.generate import (
     GeneratedClip,
     GenerationRequest,
     PipelineOptions,
-    generate_batch,
     model_revision,
     pick_device,
     process_pipeline_cache,
@@ -48,11 +48,23 @@ from moviegen.publish import (
     MANIFEST_SCHEMA,
     REJECTED_SCHEMA,
     OutputRoot,
+    adopt_interrupted,
+    clear_intent,
     new_run_id,
+    pending_intents,
     published_paths,
     published_renditions,
+    record_intent,
     sha256_file,
     utc_now,
+)
+from moviegen.reliability import (
+    failure_rule,
+    generate_resilient,
+    mark_interrupted_runs,
+    retry,
+    run_started,
+    sweep_work_dir,
 )
 from moviegen.render import (
     RenditionSpec,
@@ -93,11 +105,17 @@ class RunContext:
     styles: dict[str, Style]
     started_at: datetime
     policies: PolicySet
+    interrupted_runs: list[str] = field(default_factory=list)  # killed runs this one resumes
 
 
 def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
     """Open the output root and scratch folder and choose the device for a new run."""
-    out = OutputRoot(settings.out.rstrip("/") + "/preview" if settings.preview else settings.out)
+    retries = settings.retries
+    out = OutputRoot(
+        settings.out.rstrip("/") + "/preview" if settings.preview else settings.out,
+        write_attempts=retries.write_attempts,
+        retry_delay_s=retries.delay_s,
+    )
     if settings.work_dir:
         work_dir = Path(settings.work_dir)
     elif out.is_local:
@@ -109,7 +127,7 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
     policies = load_policies(settings.safety.policy, settings.safety.campaign_policies)
     for policy in policies.all():
         prepare_detector(policy)  # a bad detector name or label fails the run now, not clip by clip
-    return RunContext(
+    ctx = RunContext(
         settings=settings,
         run_id=run_id or new_run_id(),
         out=out,
@@ -120,6 +138,13 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
         started_at=utc_now(),
         policies=policies,
     )
+    # A killed run's leftovers: temporary files of dead writers, and its "running" run.json. (What it
+    # published without recording is adopted when its clips are planned: plan_campaign.)
+    out.clean_staging(retries.stale_temp_s)
+    sweep_work_dir(work_dir)
+    ctx.interrupted_runs = mark_interrupted_runs(out, ctx.run_id)
+    run_started(out, ctx.run_id, ctx.started_at)
+    return ctx
 
 
 # 1. Load and validate --------------------------------------------------------------------------
@@ -167,6 +192,7 @@ class CampaignPlan:
     todo: list[tuple[ClipPlan, tuple[str, ...]]] = field(default_factory=list)
     already_published: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    adopted: int = 0  # renditions an interrupted run published but did not record (now in the manifest)
 
     @property
     def renditions(self) -> int:
@@ -280,9 +306,14 @@ def preview_steps(steps: int) -> int:
 
 
 def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
-    """Plan every valid row and leave out renditions already published with the same rendition key."""
+    """Plan every valid row and leave out renditions already published with the same rendition key.
+
+    A rendition whose publish a killed run left unfinished (see ``moviegen.publish.adopt_interrupted``)
+    is adopted when its video landed whole, and planned again otherwise.
+    """
     plan = CampaignPlan()
     published = published_renditions(ctx.out)
+    pending = pending_intents(ctx.out)
     revisions: dict[str, str] = {}
     for spec in specs:
         try:
@@ -303,6 +334,13 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
             row = published.get((spec.campaign_id, spec.clip_id, channel))
             if row is not None and row["rendition_key"] == keys[channel]:
                 plan.already_published.append(row)
+                if keys[channel] in pending:  # killed after the manifest row, before the intent went
+                    clear_intent(ctx.out, keys[channel])
+            elif (
+                keys[channel] in pending and (row := adopt_interrupted(ctx.out, keys[channel], ctx.run_id)) is not None
+            ):
+                plan.already_published.append(row)
+                plan.adopted += 1
             else:
                 missing.append(channel)
         if missing:
@@ -347,6 +385,7 @@ class Master:
     gate_seconds: float = 0.0
     soundtrack: Path | None = None  # the generated soundtrack (WAV), when the row has an audio prompt
     seed: int | None = None  # the seed that made it (best-of-N may choose another than the row's)
+    fallbacks: tuple[str, ...] = ()  # memory fall-backs its generation took (see generate_resilient)
 
 
 def master_path(clip: ClipPlan, ctx: RunContext) -> Path:
@@ -396,17 +435,31 @@ def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
         clips[0].model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, task=task, options=options
     )
     candidates = [replace(clip.request, seed=seed) for clip in clips for seed in clip.seeds]
-    outputs: list[GeneratedClip] = []
+    outputs: list[GeneratedClip | BaseException] = []
+    fallbacks: list[str] = []
     for i in range(0, len(candidates), settings.batch_size):
-        outputs += generate_batch(pipe, candidates[i : i + settings.batch_size], ctx.device)
+        chunk = candidates[i : i + settings.batch_size]
+        outputs += generate_resilient(pipe, chunk, ctx.device, ctx.settings.retries.oom_fallback, fallbacks)
     seconds = (time.perf_counter() - started) / len(clips)
     masters = {}
     for clip in clips:
         mine, outputs = outputs[: clip.best_of], outputs[clip.best_of :]
-        chosen, scores = choose_candidate(clip, mine, ctx)
-        output = mine[chosen]
+        error = next((o for o in mine if isinstance(o, BaseException)), None)
+        if error is not None:  # out of memory whatever the fall-back: this clip only is rejected
+            masters[clip.clip_key] = replace(_failed(clip, "generate", error), fallbacks=tuple(fallbacks))
+            continue
+        generated = [o for o in mine if isinstance(o, GeneratedClip)]
+        chosen, scores = choose_candidate(clip, generated, ctx)
+        output = generated[chosen]
         path = write_master(output.frames, clip.fps, master_path(clip, ctx))
-        master = Master(clip, path, seconds=seconds, nan_fraction=output.nan_fraction, seed=clip.seeds[chosen])
+        master = Master(
+            clip,
+            path,
+            seconds=seconds,
+            nan_fraction=output.nan_fraction,
+            seed=clip.seeds[chosen],
+            fallbacks=tuple(fallbacks),
+        )
         # The frames are still in memory: gating them here saves decoding the master again.
         master = check_frames(master, ctx, output.frames)
         if scores:
@@ -533,7 +586,8 @@ def check_frames(master: Master, ctx: RunContext, frames: np.ndarray | None = No
 
 
 def _failed(clip: ClipPlan, stage: str, exc: BaseException, channel: str | None = None) -> Master:
-    return Master(clip, None, problem=clip_problem(clip, stage, "error", f"{type(exc).__name__}: {exc}", channel))
+    problem = clip_problem(clip, stage, failure_rule(exc), f"{type(exc).__name__}: {exc}", channel)
+    return Master(clip, None, problem=problem)
 
 
 def clip_problem(
@@ -573,12 +627,14 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
         key = rendition_key(clip.rendition_source_key, rendition)
     except (AssetError, FontError) as exc:
         return Rendition(clip, channel, problem=clip_problem(clip, "render", _rule(exc), str(exc), channel))
-    scratch = ctx.work_dir / "renders" / key
+    scratch = ctx.work_dir / "renders" / f"{os.getpid()}-{key}"  # the pid: a later run sweeps a dead one's
     video = scratch / f"{spec.clip_id}.mp4"
     try:
         started = time.perf_counter()
         rendition = with_soundtrack(rendition, master, ctx)
-        render_rendition(master.path, rendition, video)
+        retries = ctx.settings.retries
+        retry(lambda: render_rendition(master.path, rendition, video), retries.encode_attempts, (MediaError,),
+              f"rendering {channel} of {spec.clip_id}", retries.delay_s)  # fmt: skip
         timings["render"] = time.perf_counter() - started
         progress.advance("render")
 
@@ -598,6 +654,9 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
         progress.advance("publish")
     except (MediaError, AssetError, FontError) as exc:
         problem = clip_problem(clip, "render", _rule(exc), str(exc), channel)
+        return Rendition(clip, channel, seconds=timings, problem=problem)
+    except OSError as exc:  # the destination kept failing (after OutputRoot's own retries)
+        problem = clip_problem(clip, "publish", "destination", f"{type(exc).__name__}: {exc}", channel)
         return Rendition(clip, channel, seconds=timings, problem=problem)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -622,7 +681,11 @@ def _rule(exc: Exception) -> str:
 def publish_rendition(
     clip: ClipPlan, channel: str, key: str, video: Path, poster: Path, info: StreamInfo, ctx: RunContext
 ) -> dict[str, Any]:
-    """Put poster, sidecar and video into ``published/`` (video last) and append the manifest row."""
+    """Put poster, sidecar and video into ``published/`` (video last) and append the manifest row.
+
+    The row is written as an intent first (``journal/``), so a run killed before the row lands
+    leaves the next run enough to adopt the published video rather than make it again.
+    """
     spec = clip.spec
     paths = published_paths(channel, spec.campaign_id, spec.clip_id)
     sidecar = {
@@ -639,15 +702,12 @@ def publish_rendition(
         "model": clip.model.requested,
         "generator": f"moviegen {__version__}",
     }
-    ctx.out.put_file(poster, *paths["poster"])
-    ctx.out.write_json(sidecar, *paths["sidecar"])
-    relative = ctx.out.put_file(video, *paths["video"])
     row = {
         "run_id": ctx.run_id,
         "campaign_id": spec.campaign_id,
         "clip_id": spec.clip_id,
         "channel": channel,
-        "path": relative,
+        "path": "/".join(paths["video"]),
         "clip_key": clip.clip_key,
         "rendition_key": key,
         "watermark_payload": None,
@@ -663,7 +723,12 @@ def publish_rendition(
         "style": spec.style,
         "published_at": utc_now(),
     }
+    record_intent(ctx.out, row)
+    ctx.out.put_file(poster, *paths["poster"])
+    ctx.out.write_json(sidecar, *paths["sidecar"])
+    ctx.out.put_file(video, *paths["video"])
     ctx.out.append_rows("manifest", MANIFEST_SCHEMA, [row], ctx.run_id)
+    clear_intent(ctx.out, key)
     return row
 
 
@@ -707,6 +772,11 @@ class RunSummary:
     stage_seconds: dict[str, float]
     model_loads: dict[str, int]
     executor: str = "local"
+    generated: int = 0  # clips generated by this run (masters made, not reused)
+    reused_masters: int = 0  # clips whose master an earlier (maybe killed) run had already made
+    adopted: int = 0  # renditions an interrupted run published, recorded by this one
+    interrupted_runs: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -716,6 +786,7 @@ class RunSummary:
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "status": "finished",
             "out": self.out,
             "generator": f"moviegen {__version__}",
             "executor": self.executor,
@@ -723,6 +794,11 @@ class RunSummary:
             "valid_rows": self.valid,
             "published": self.published,
             "already_published": self.already_published,
+            "adopted": self.adopted,
+            "generated": self.generated,
+            "reused_masters": self.reused_masters,
+            "interrupted_runs": self.interrupted_runs,
+            "fallbacks": self.fallbacks,
             "problems": [{**p.to_json(), "campaign_id": p.campaign_id, "details": p.details} for p in self.problems],
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
@@ -744,8 +820,9 @@ def finish_run(
     problems += [m.problem for m in masters if m.problem is not None]
     problems += [r.problem for r in renditions if r.problem is not None]
     record_rejections(problems[len(validation.problems) :], ctx)
-    ctx.out.compact_run("manifest", MANIFEST_SCHEMA, ctx.run_id)
-    ctx.out.compact_run("scores", SCORES_SCHEMA, ctx.run_id)
+    for run_id in [ctx.run_id, *ctx.interrupted_runs]:  # a killed run left its small parts behind
+        ctx.out.compact_run("manifest", MANIFEST_SCHEMA, run_id)
+        ctx.out.compact_run("scores", SCORES_SCHEMA, run_id)
     stage_seconds: dict[str, float] = defaultdict(float)
     for m in masters:
         stage_seconds["generate"] += m.seconds
@@ -765,6 +842,11 @@ def finish_run(
         stage_seconds=dict(stage_seconds),
         model_loads=dict(process_pipeline_cache().loads),
         executor=executor,
+        generated=sum(1 for m in masters if m.seconds > 0 and not m.reused),
+        reused_masters=sum(1 for m in masters if m.reused),
+        adopted=plan.adopted,
+        interrupted_runs=ctx.interrupted_runs,
+        fallbacks=[f"{m.clip.spec.clip_id}: {note}" for m in masters for note in m.fallbacks],
     )
     ctx.out.write_json(summary.to_json(), "runs", ctx.run_id, "run.json")
     from moviegen.report import render_report_html  # late: keeps the stage imports light
