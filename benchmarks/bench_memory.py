@@ -86,7 +86,12 @@ def tree_rss(proc: psutil.Process) -> int:
 
 def measure(executor: str, catalog: Path, config: Path, out: Path) -> dict:
     """Run one campaign in a fresh process; its tree's sampled peak RSS and its own ru_maxrss."""
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+    }  # a busy machine starts it slowly
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, executor, str(catalog), str(out), str(config)],
         stdout=subprocess.PIPE,

@@ -141,7 +141,9 @@ def test_sigkill_of_the_cli_mid_publish_then_rerun(campaign_files):
     catalog, config, out = campaign_files
     moviegen = Path(sys.executable).parent / "moviegen"
     command = [str(moviegen), "run", str(catalog), "--out", str(out), "--config", str(config), "--json"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    # A busy machine can take a while to start the ephemeral Prefect API.
+    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
     deadline = time.monotonic() + 600
     while not list(out.glob("published/*/*/*.mp4")):
         assert proc.poll() is None, proc.communicate()
@@ -152,7 +154,7 @@ def test_sigkill_of_the_cli_mid_publish_then_rerun(campaign_files):
     assert proc.returncode == -signal.SIGKILL
     before = snapshot(out)
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0, again.stderr
     result = json.loads(again.stdout)
     check_complete(out)

@@ -20,6 +20,7 @@ import torch
 from conftest import fast_settings, row
 from fsspec.implementations.local import LocalFileSystem
 
+from moviegen import media
 from moviegen.generate import GenerationRequest, PipelineCache, generate_batch, pick_device
 from moviegen.models.registry import resolve_model
 from moviegen.publish import MANIFEST_SCHEMA, REJECTED_SCHEMA, OutputRoot
@@ -195,7 +196,7 @@ def failing_ffmpeg(tmp_path: Path, fail_encodes: int) -> Path:
 
 @pytest.mark.slow
 def test_campaign_survives_memory_encode_and_destination_faults(
-    flaky, monkeypatch, tmp_path, catalog_file, tiny_model, cache_dir
+    flaky, monkeypatch, request, tmp_path, catalog_file, tiny_model, cache_dir
 ):
     from moviegen.config import RetrySettings
     from moviegen.generate import process_pipeline_cache
@@ -206,6 +207,8 @@ def test_campaign_survives_memory_encode_and_destination_faults(
     calls = out_of_memory_when(monkeypatch, pipe, lambda prompts, n: any("heavy" in p for p in prompts))
     # 2. The first encode fails (then the retry succeeds); 3. the first write of every video is dropped.
     monkeypatch.setenv("MOVIEGEN_FFMPEG", str(failing_ffmpeg(tmp_path, 1)))
+    media.ffmpeg_binary.cache_clear()  # found once per process: look again, now, and after the test
+    request.addfinalizer(media.ffmpeg_binary.cache_clear)
     tried: set[str] = set()
 
     def first_video_write(path):
