@@ -78,9 +78,10 @@ def write_inputs(folder: Path, clips: int) -> tuple[Path, Path]:
 def tree_rss(proc: psutil.Process) -> int:
     """Resident bytes of a process and all its descendants (those that vanish mid-count are skipped)."""
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
+    with contextlib.suppress(psutil.Error):  # the run itself may end while it is being counted
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
     return total
 
 
