@@ -6,8 +6,8 @@ Problem: a campaign must not hold on to what it has finished (frames, masters, r
 rows), or a long catalog runs out of memory where a short one did not.
 Solution, measured: each campaign runs in a fresh process (the real flow by default, as
 ``moviegen run`` runs it) on the tiny model at its smallest settings (2 steps, 1 s clips, one small
-channel); the parent samples the resident memory of that process and all its children (ffmpeg,
-the ephemeral Prefect server) every 0.1 s with psutil, and the child reports its own peak
+channel); the parent samples the memory (PSS) of that process and all its children (ffmpeg,
+the ephemeral Prefect server) every 0.1 s with psutil, and the child reports its own peak RSS
 (ru_maxrss). Goal: the 100-clip peak is at most 1.3x the 10-clip peak.
 """
 
@@ -75,13 +75,18 @@ def write_inputs(folder: Path, clips: int) -> tuple[Path, Path]:
     return catalog, config
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    """Resident bytes of a process and all its descendants (those that vanish mid-count are skipped)."""
+def tree_pss(proc: psutil.Process) -> int:
+    """Proportional set size of a process and all its descendants (those that vanish mid-count are skipped).
+
+    PSS, not RSS: a child between fork and exec (every ffmpeg call) shows the whole parent's pages
+    as its own resident set, so a sum of RSS counts the run twice whenever a sample lands there,
+    and more often the more encodes a campaign runs.
+    """
     total = 0
     with contextlib.suppress(psutil.Error):  # the run itself may end while it is being counted
         for p in [proc, *proc.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
+                total += p.memory_full_info().pss
     return total
 
 
@@ -106,7 +111,7 @@ def measure(executor: str, catalog: Path, config: Path, out: Path) -> dict:
     def sample() -> None:
         nonlocal peak
         while proc.poll() is None:
-            rss = tree_rss(parent)
+            rss = tree_pss(parent)
             peak = max(peak, rss)
             samples.append(rss)
             time.sleep(0.1)
@@ -143,7 +148,8 @@ def main() -> None:
             results[n] = r
             print(
                 f"{n:>4} clips ({args.executor}): {r['published']} published in {r['wall']:.0f} s; "
-                f"peak RSS {r['self_peak_mb']:.0f} MB (run process), {r['tree_peak_mb']:.0f} MB (with children)",
+                f"peak RSS {r['self_peak_mb']:.0f} MB (run process); "
+                f"peak PSS {r['tree_peak_mb']:.0f} MB (with children)",
                 flush=True,
             )
     small, large = results[sizes[0]], results[sizes[-1]]
