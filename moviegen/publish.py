@@ -336,7 +336,9 @@ def adopt_interrupted(out: OutputRoot, rendition_key: str, run_id: str) -> dict[
         log.warning("ignoring the unreadable publish intent %s: %s", rendition_key, exc)
         whole = False
     if whole:
-        row["published_at"] = datetime.fromisoformat(row["published_at"])
+        for f in MANIFEST_SCHEMA:  # JSON carried the timestamps as text
+            if pa.types.is_timestamp(f.type) and isinstance(row.get(f.name), str):
+                row[f.name] = datetime.fromisoformat(row[f.name])
         out.append_rows("manifest", MANIFEST_SCHEMA, [row], run_id)
     clear_intent(out, rendition_key)
     return row if whole else None
