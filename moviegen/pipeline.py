@@ -143,7 +143,8 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
     out.clean_staging(retries.stale_temp_s)
     sweep_work_dir(work_dir)
     ctx.interrupted_runs = mark_interrupted_runs(out, ctx.run_id)
-    run_started(out, ctx.run_id, ctx.started_at)
+    if not out.exists("runs", ctx.run_id, "run.json"):  # a shard joins its campaign's run: that one is on record
+        run_started(out, ctx.run_id, ctx.started_at)
     return ctx
 
 
