@@ -218,6 +218,26 @@ class ScaleOutSettings(BaseModel):
     poll_s: float = Field(2.0, gt=0, le=60, description="Seconds between checks of the shards' states.")
 
 
+class RetrySettings(BaseModel):
+    """Transient failures: how often each step is tried, and which fall-backs are allowed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    write_attempts: int = Field(
+        3, ge=1, le=10, description="Tries per write to the output root (flaky shares, buckets)."
+    )
+    encode_attempts: int = Field(
+        2, ge=1, le=5, description="Tries per rendition encode (ffmpeg) before it is rejected."
+    )
+    delay_s: float = Field(0.5, ge=0.0, le=60.0, description="Wait before a second try; doubled for each further one.")
+    oom_fallback: bool = Field(
+        True, description="Out of memory: halve the batch, then CPU offload (CUDA), then VAE tiling, before rejecting."
+    )
+    stale_temp_s: float = Field(
+        21600, ge=0.0, description="Temporary files of another machine's run older than this are removed as leftovers."
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run can be configured with."""
 
@@ -248,6 +268,7 @@ class Settings(BaseSettings):
     adherence: AdherenceSettings = Field(default_factory=AdherenceSettings)
     inputs: InputSettings = Field(default_factory=InputSettings)
     scaleout: ScaleOutSettings = Field(default_factory=ScaleOutSettings)
+    retries: RetrySettings = Field(default_factory=RetrySettings)
 
     @classmethod
     def settings_customise_sources(

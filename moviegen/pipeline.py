@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections import defaultdict
@@ -39,7 +40,6 @@ from moviegen.generate import (
     GeneratedClip,
     GenerationRequest,
     PipelineOptions,
-    generate_batch,
     model_revision,
     pick_device,
     process_pipeline_cache,
@@ -66,15 +66,27 @@ from moviegen.publish import (
     REJECTED_SCHEMA,
     RETIRED,
     OutputRoot,
+    adopt_interrupted,
+    clear_intent,
     latest_renditions,
     new_run_id,
+    pending_intents,
     published_paths,
     published_renditions,
+    record_intent,
     retired_paths,
     sha256_file,
     utc_now,
 )
 from moviegen.redact import redact_uri
+from moviegen.reliability import (
+    failure_rule,
+    generate_resilient,
+    mark_interrupted_runs,
+    retry,
+    run_started,
+    sweep_work_dir,
+)
 from moviegen.render import (
     RenditionSpec,
     render_rendition,
@@ -118,6 +130,7 @@ class RunContext:
     policies: PolicySet
     # Loaded once per run; repr=False keeps the private key out of any repr of the context.
     signer: SigningIdentity = field(repr=False)
+    interrupted_runs: list[str] = field(default_factory=list)  # killed runs this one resumes
 
 
 def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
@@ -125,9 +138,14 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
 
     Loads what every rendition needs up front (the signing identity, the trust anchors, the
     watermark models), so a bad configuration stops the run now (ConfigError) rather than
-    failing every rendition later.
+    failing every rendition later; then clears what a killed run left behind.
     """
-    out = OutputRoot(settings.out.rstrip("/") + "/preview" if settings.preview else settings.out)
+    retries = settings.retries
+    out = OutputRoot(
+        settings.out.rstrip("/") + "/preview" if settings.preview else settings.out,
+        write_attempts=retries.write_attempts,
+        retry_delay_s=retries.delay_s,
+    )
     if settings.work_dir:
         work_dir = Path(settings.work_dir)
     elif out.is_local:
@@ -145,7 +163,7 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
         default_watermarker()
     except (ProvenanceError, WatermarkError) as exc:
         raise ConfigError(str(exc)) from None
-    return RunContext(
+    ctx = RunContext(
         settings=settings,
         run_id=run_id or new_run_id(),
         out=out,
@@ -157,6 +175,14 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
         policies=policies,
         signer=signer,
     )
+    # A killed run's leftovers: temporary files of dead writers, and its "running" run.json. (What it
+    # published without recording is adopted when its clips are planned: plan_campaign.)
+    out.clean_staging(retries.stale_temp_s)
+    sweep_work_dir(work_dir)
+    ctx.interrupted_runs = mark_interrupted_runs(out, ctx.run_id)
+    if not out.exists("runs", ctx.run_id, "run.json"):  # a shard joins its campaign's run: that one is on record
+        run_started(out, ctx.run_id, ctx.started_at)
+    return ctx
 
 
 # 1. Load and validate --------------------------------------------------------------------------
@@ -211,6 +237,7 @@ class CampaignPlan:
     already_published: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
+    adopted: int = 0  # renditions an interrupted run published but did not record (now in the manifest)
 
     @property
     def renditions(self) -> int:
@@ -334,11 +361,14 @@ def preview_steps(steps: int) -> int:
 def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
     """Plan every valid row and leave out renditions already published with the same rendition key.
 
-    Announces how many clips and renditions the later stages will handle (progress events).
+    Announces how many clips and renditions the later stages will handle (progress events). A
+    rendition whose publish a killed run left unfinished (see ``moviegen.publish.adopt_interrupted``)
+    is adopted when its video landed whole, and planned again otherwise.
     """
     started = time.perf_counter()
     plan = CampaignPlan()
     published = published_renditions(ctx.out)
+    pending = pending_intents(ctx.out)
     revisions: dict[str, str] = {}
     for spec in specs:
         try:
@@ -359,6 +389,13 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
             row = published.get((spec.campaign_id, spec.clip_id, channel))
             if row is not None and row["rendition_key"] == keys[channel]:
                 plan.already_published.append(row)
+                if keys[channel] in pending:  # killed after the manifest row, before the intent went
+                    clear_intent(ctx.out, keys[channel])
+            elif (
+                keys[channel] in pending and (row := adopt_interrupted(ctx.out, keys[channel], ctx.run_id)) is not None
+            ):
+                plan.already_published.append(row)
+                plan.adopted += 1
             else:
                 missing.append(channel)
         if missing:
@@ -476,6 +513,7 @@ class Master:
     gate_seconds: float = 0.0
     soundtrack: Path | None = None  # the generated soundtrack (WAV), when the row has an audio prompt
     seed: int | None = None  # the seed that made it (best-of-N may choose another than the row's)
+    fallbacks: tuple[str, ...] = ()  # memory fall-backs its generation took (see generate_resilient)
 
 
 def load_models(clips: Iterable[ClipPlan], ctx: RunContext) -> dict[str, float]:
@@ -551,17 +589,31 @@ def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
         clips[0].model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, task=task, options=options
     )
     candidates = [replace(clip.request, seed=seed) for clip in clips for seed in clip.seeds]
-    outputs: list[GeneratedClip] = []
+    outputs: list[GeneratedClip | BaseException] = []
+    fallbacks: list[str] = []
     for i in range(0, len(candidates), settings.batch_size):
-        outputs += generate_batch(pipe, candidates[i : i + settings.batch_size], ctx.device)
+        chunk = candidates[i : i + settings.batch_size]
+        outputs += generate_resilient(pipe, chunk, ctx.device, ctx.settings.retries.oom_fallback, fallbacks)
     seconds = (time.perf_counter() - started) / len(clips)
     masters = {}
     for clip in clips:
         mine, outputs = outputs[: clip.best_of], outputs[clip.best_of :]
-        chosen, scores = choose_candidate(clip, mine, ctx)
-        output = mine[chosen]
+        error = next((o for o in mine if isinstance(o, BaseException)), None)
+        if error is not None:  # out of memory whatever the fall-back: this clip only is rejected
+            masters[clip.clip_key] = replace(_failed(clip, "generate", error), fallbacks=tuple(fallbacks))
+            continue
+        generated = [o for o in mine if isinstance(o, GeneratedClip)]
+        chosen, scores = choose_candidate(clip, generated, ctx)
+        output = generated[chosen]
         path = write_master(output.frames, clip.fps, master_path(clip, ctx))
-        master = Master(clip, path, seconds=seconds, nan_fraction=output.nan_fraction, seed=clip.seeds[chosen])
+        master = Master(
+            clip,
+            path,
+            seconds=seconds,
+            nan_fraction=output.nan_fraction,
+            seed=clip.seeds[chosen],
+            fallbacks=tuple(fallbacks),
+        )
         # The frames are still in memory: gating them here saves decoding the master again.
         master = check_frames(master, ctx, output.frames)
         if scores:
@@ -695,7 +747,8 @@ def _gate_frames(master: Master, ctx: RunContext, frames: np.ndarray | None) -> 
 
 
 def _failed(clip: ClipPlan, stage: str, exc: BaseException, channel: str | None = None) -> Master:
-    return Master(clip, None, problem=clip_problem(clip, stage, "error", f"{type(exc).__name__}: {exc}", channel))
+    problem = clip_problem(clip, stage, failure_rule(exc), f"{type(exc).__name__}: {exc}", channel)
+    return Master(clip, None, problem=problem)
 
 
 def clip_problem(
@@ -749,7 +802,7 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
     except (AssetError, FontError) as exc:
         _drop_unreached(reached)
         return Rendition(clip, channel, problems=[clip_problem(clip, "render", _rule(exc), str(exc), channel)])
-    scratch = ctx.work_dir / "renders" / planned.key
+    scratch = ctx.work_dir / "renders" / f"{os.getpid()}-{planned.key}"  # the pid: a later run sweeps a dead one's
     video = scratch / f"{spec.clip_id}.mp4"
     try:
         # The generated soundtrack (if any) becomes the music bed once, before the passes; the key already covers it.
@@ -785,6 +838,9 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
     except (MediaError, AssetError, FontError) as exc:
         problem = clip_problem(clip, "render", _rule(exc), str(exc), channel)
         return Rendition(clip, channel, seconds=dict(timings), problems=[problem])
+    except OSError as exc:  # the destination kept failing (after OutputRoot's own retries)
+        problem = clip_problem(clip, "publish", "destination", f"{type(exc).__name__}: {exc}", channel)
+        return Rendition(clip, channel, seconds=dict(timings), problems=[problem])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         _drop_unreached(reached)
@@ -813,7 +869,14 @@ def make_final(
     else:
         source, processor = master.path, WatermarkProcessor(mark.payload, passes=passes)
     embed_seconds = time.perf_counter() - started
-    render_rendition(source, rendition, video, processor=processor, batch_frames=BATCH_FRAMES)
+    retries = ctx.settings.retries
+    retry(
+        lambda: render_rendition(source, rendition, video, processor=processor, batch_frames=BATCH_FRAMES),
+        retries.encode_attempts,
+        (MediaError,),
+        f"rendering {channel} of {clip.spec.clip_id}",
+        retries.delay_s,
+    )
     embed_seconds += processor.seconds if processor else 0.0
     timings["watermark"] += embed_seconds
     timings["render"] += time.perf_counter() - started - embed_seconds
@@ -880,6 +943,8 @@ def publish_rendition(
     """Put poster, sidecar and video into ``published/`` (video last) and append the manifest row.
 
     ``video`` is the final, signed file the delivery gate passed: its sha256 is what the row records.
+    The row is written as an intent first (``journal/``), so a run killed before the row lands
+    leaves the next run enough to adopt the published video rather than make it again.
     """
     spec, info = clip.spec, verdict.report.info
     paths = published_paths(channel, spec.campaign_id, spec.clip_id)
@@ -901,15 +966,12 @@ def publish_rendition(
         "generator": f"moviegen {__version__}",
     }
     credentials = verdict.provenance.credentials
-    ctx.out.put_file(poster, *paths["poster"])
-    ctx.out.write_json(sidecar, *paths["sidecar"])
-    relative = ctx.out.put_file(video, *paths["video"])
     row = {
         "run_id": ctx.run_id,
         "campaign_id": spec.campaign_id,
         "clip_id": spec.clip_id,
         "channel": channel,
-        "path": relative,
+        "path": "/".join(paths["video"]),
         "clip_key": clip.clip_key,
         "rendition_key": planned.key,
         "watermark_payload": planned.mark.payload_hex,
@@ -932,7 +994,12 @@ def publish_rendition(
         "c2pa_signer": (credentials["signer"] or {}).get("common_name"),
         "label": label.text if label else None,
     }
+    record_intent(ctx.out, row)
+    ctx.out.put_file(poster, *paths["poster"])
+    ctx.out.write_json(sidecar, *paths["sidecar"])
+    ctx.out.put_file(video, *paths["video"])
     ctx.out.append_rows("manifest", MANIFEST_SCHEMA, [row], ctx.run_id)
+    clear_intent(ctx.out, planned.key)
     return row
 
 
@@ -1015,6 +1082,11 @@ class RunSummary:
     clips: list[dict[str, Any]] = field(default_factory=list)  # one record per catalog row (moviegen.report)
     started_at: datetime | None = None
     report: dict[str, Any] = field(default_factory=dict)  # where the HTML report went and what it cost
+    generated: int = 0  # clips generated by this run (masters made, not reused)
+    reused_masters: int = 0  # clips whose master an earlier (maybe killed) run had already made
+    adopted: int = 0  # renditions an interrupted run published, recorded by this one
+    interrupted_runs: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -1024,6 +1096,7 @@ class RunSummary:
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "status": "finished",
             "out": redact_uri(self.out),
             "generator": f"moviegen {__version__}",
             "executor": self.executor,
@@ -1031,6 +1104,11 @@ class RunSummary:
             "valid_rows": self.valid,
             "published": self.published,
             "already_published": self.already_published,
+            "adopted": self.adopted,
+            "generated": self.generated,
+            "reused_masters": self.reused_masters,
+            "interrupted_runs": self.interrupted_runs,
+            "fallbacks": self.fallbacks,
             "problems": [{**p.to_json(), "campaign_id": p.campaign_id, "details": p.details} for p in self.problems],
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
@@ -1067,8 +1145,9 @@ def finish_run(
     problems += [m.problem for m in masters if m.problem is not None]
     problems += [p for r in renditions for p in r.problems]
     record_rejections(problems[len(validation.problems) :], ctx)
-    ctx.out.compact_run("manifest", MANIFEST_SCHEMA, ctx.run_id)
-    ctx.out.compact_run("scores", SCORES_SCHEMA, ctx.run_id)
+    for run_id in [ctx.run_id, *ctx.interrupted_runs]:  # a killed run left its small parts behind
+        ctx.out.compact_run("manifest", MANIFEST_SCHEMA, run_id)
+        ctx.out.compact_run("scores", SCORES_SCHEMA, run_id)
     stage_seconds: dict[str, float] = defaultdict(float, {**validation.seconds, "plan": plan.seconds})
     for m in masters:
         stage_seconds["generate"] += m.seconds
@@ -1092,6 +1171,11 @@ def finish_run(
         shards=shards or [],
         clips=clip_records(ctx.out, ctx.run_id, validation, plan, masters, renditions, problems),
         started_at=ctx.started_at,
+        generated=sum(1 for m in masters if m.seconds > 0 and not m.reused),
+        reused_masters=sum(1 for m in masters if m.reused),
+        adopted=plan.adopted,
+        interrupted_runs=ctx.interrupted_runs,
+        fallbacks=[f"{m.clip.spec.clip_id}: {note}" for m in masters for note in m.fallbacks],
     )
     summary.report = write_report(ctx.out, summary.to_json())
     ctx.out.write_json(summary.to_json(), "runs", ctx.run_id, "run.json")

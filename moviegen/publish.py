@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import os
 import re
+import socket
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +25,8 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -82,6 +88,15 @@ class UnsafePathError(ValueError):
     """A path component is not a safe slug (it would escape or confuse the output layout)."""
 
 
+# Temporary files live in one staging folder beside the layout, never next to a published file: a
+# run killed mid-copy leaves its half-written file there, where no reader of published/ looks.
+STAGING = ".staging"
+# Intents of publishes under way (one JSON per rendition key): see adopt_interrupted.
+JOURNAL = "journal"
+# Errors a retry cannot fix: the destination said no, not "not now".
+PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -91,9 +106,10 @@ def new_run_id() -> str:
     return utc_now().strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, fs: Any = None) -> str:
+    """SHA-256 of a local file, or of a file on ``fs`` (an fsspec filesystem), read in 1 MiB blocks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open(path, "rb") if fs is not None else open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -104,6 +120,8 @@ class OutputRoot:
     """The output root of a run: a local folder or any fsspec URL."""
 
     url: str
+    write_attempts: int = 3  # tries per write to the destination (a flaky network share or bucket)
+    retry_delay_s: float = 0.5  # wait before the second try; doubled for each further one
 
     def __post_init__(self) -> None:
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
@@ -131,23 +149,66 @@ class OutputRoot:
         return self.fs.exists(self.path(*parts))
 
     def put_file(self, local: Path, *parts: str) -> str:
-        """Copy a local file into place atomically; return its path relative to the root."""
-        final = self.path(*parts)
-        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.put_file(str(local), tmp)
-        self.fs.mv(tmp, final)
-        return "/".join(parts)
+        """Copy a local file into place atomically (staged, then moved); return its path relative to the root."""
+        return self._staged(parts, lambda tmp: self.fs.put_file(str(local), tmp))
 
     def write_bytes(self, data: bytes, *parts: str) -> str:
         """Write bytes into place atomically; return the relative path."""
+
+        def write(tmp: str) -> None:
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+
+        return self._staged(parts, write)
+
+    def _staged(self, parts: tuple[str, ...], write: Callable[[str], None]) -> str:
+        """Write to a staging name, then move into place; retry transient destination errors."""
         final = self.path(*parts)
-        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
-        self.fs.mv(tmp, final)
-        return "/".join(parts)
+        for attempt in range(1, self.write_attempts + 1):
+            tmp = self.staging_name(parts[-1])
+            try:
+                self.fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
+                write(tmp)
+                self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+                self.fs.mv(tmp, final)
+                return "/".join(parts)
+            except OSError as exc:
+                _remove_quietly(self.fs, tmp)
+                if isinstance(exc, PERMANENT_OS_ERRORS) or attempt == self.write_attempts:
+                    raise
+                delay = self.retry_delay_s * 2 ** (attempt - 1)
+                log.warning("writing %s failed (%s: %s); try %d of %d in %.1f s", "/".join(parts),
+                            type(exc).__name__, exc, attempt + 1, self.write_attempts, delay)  # fmt: skip
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def staging_name(self, name: str) -> str:
+        """A fresh temporary path in the staging folder, naming the host and process that writes it."""
+        return f"{self.root}/{STAGING}/{_owner()}-{uuid.uuid4().hex[:8]}-{name}.tmp"
+
+    def clean_staging(self, stale_after_s: float) -> int:
+        """Remove temporary files left by writers that died: this host's dead processes, or anyone's old ones.
+
+        Returns how many were removed. A live writer's file (this host, process alive, or younger
+        than ``stale_after_s`` on another host) is left alone: runs may share an output root.
+        """
+        folder = f"{self.root}/{STAGING}"
+        if not self.fs.exists(folder):
+            return 0
+        removed = 0
+        host = socket.gethostname()
+        for info in self.fs.ls(folder, detail=True):
+            name = info["name"].rsplit("/", 1)[-1]
+            owner_host, _, rest = name.rpartition("~")
+            pid = rest.split("-", 1)[0]
+            if owner_host == host and pid.isdigit():
+                stale = not process_alive(int(pid))
+            else:
+                stale = _age_s(info) > stale_after_s
+            if stale:
+                _remove_quietly(self.fs, info["name"])
+                removed += 1
+        return removed
 
     def write_json(self, value: Any, *parts: str) -> str:
         return self.write_bytes(json.dumps(value, indent=2, ensure_ascii=False, default=str).encode(), *parts)
@@ -168,25 +229,33 @@ class OutputRoot:
         Identical rows are read once: a compaction interrupted between writing the compacted part
         and deleting the small ones leaves both behind.
         """
-        tables = [self._read_part(name, schema) for name in self._parts(dataset)]
+        return self._unique([self._read_part(name, schema) for name in self._parts(dataset)], schema)
+
+    def compact_run(self, dataset: str, schema: pa.Schema, run_id: str) -> None:
+        """Merge a run's small part files (one per published rendition) into its one part file.
+
+        Rows already in that part file (an earlier compaction, maybe interrupted before it deleted
+        the small parts) are kept, and identical rows are written once.
+        """
+        names = self._parts(dataset)
+        small = [name for name in names if name.rsplit("/", 1)[-1].startswith(f"part-{run_id}-")]
+        whole = [name for name in names if name.rsplit("/", 1)[-1] == f"part-{run_id}.parquet"]
+        if len(small) + len(whole) < 2:
+            return
+        table = self._unique([self._read_part(name, schema) for name in [*whole, *small]], schema)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        self.write_bytes(buf.getvalue(), dataset, f"part-{run_id}.parquet")
+        for name in small:
+            self.fs.rm(name)
+
+    @staticmethod
+    def _unique(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
         if not tables:
             return schema.empty_table()
         rows = pa.concat_tables(tables).to_pylist()
         unique = list({json.dumps(r, sort_keys=True, default=str): r for r in rows}.values())
         return pa.Table.from_pylist(unique, schema=schema)
-
-    def compact_run(self, dataset: str, schema: pa.Schema, run_id: str) -> None:
-        """Merge a run's small part files (one per published rendition) into one part file."""
-        prefix = f"part-{run_id}-"
-        parts = [name for name in self._parts(dataset) if name.rsplit("/", 1)[-1].startswith(prefix)]
-        if len(parts) < 2:
-            return
-        table = pa.concat_tables([self._read_part(name, schema) for name in parts])
-        buf = io.BytesIO()
-        pq.write_table(table, buf)
-        self.write_bytes(buf.getvalue(), dataset, f"part-{run_id}.parquet")
-        for name in parts:
-            self.fs.rm(name)
 
     def _parts(self, dataset: str) -> list[str]:
         folder = self.path(dataset)
@@ -220,6 +289,43 @@ class OutputRoot:
                 return json.load(f)
         except FileNotFoundError:
             return None
+
+    def remove(self, *parts: str) -> None:
+        """Delete a file under the root when it is there."""
+        _remove_quietly(self.fs, self.path(*parts))
+
+
+def _owner() -> str:
+    """``<host>~<pid>``: who wrote a staged file, so a later run can tell a dead writer's leftovers."""
+    return f"{socket.gethostname()}~{os.getpid()}"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _age_s(info: dict[str, Any]) -> float:
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if isinstance(mtime, datetime):
+        return (utc_now() - mtime.astimezone(UTC)).total_seconds()
+    if isinstance(mtime, int | float):
+        return time.time() - mtime
+    return float("inf")  # unknown age: a leftover nobody can claim
+
+
+def _remove_quietly(fs: Any, path: str) -> None:
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc)
 
 
 def latest_renditions(out: OutputRoot) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -267,6 +373,58 @@ def retired_paths(channel: str, campaign_id: str, clip_id: str, rendition_key: s
         "sidecar": (*base, f"{rendition_key}.json"),
         "poster": (*base, f"{rendition_key}.jpg"),
     }
+
+
+# Crash safety of a publish: poster, sidecar and video move into place one by one, then the manifest
+# row is appended. A run killed in between would leave a published video that no manifest row names,
+# so the row is first written to journal/<rendition_key>.json (the intent) and removed at the end.
+# The next run that plans the same rendition finishes the job: it adopts a video that landed whole
+# (same SHA-256 as the intent says) by appending the intended row, and forgets an intent whose video
+# never landed (the rendition is then simply made again, to the same path).
+
+
+def record_intent(out: OutputRoot, row: dict[str, Any]) -> None:
+    """Write the manifest row a publish is about to make, before any of its files moves into place."""
+    out.write_json(row, JOURNAL, f"{row['rendition_key']}.json")
+
+
+def clear_intent(out: OutputRoot, rendition_key: str) -> None:
+    """The publish of ``rendition_key`` is complete (or abandoned): forget its intent."""
+    out.remove(JOURNAL, f"{rendition_key}.json")
+
+
+def pending_intents(out: OutputRoot) -> set[str]:
+    """Rendition keys whose publish was started but not finished (one listing of journal/)."""
+    folder = out.path(JOURNAL)
+    if not out.fs.exists(folder):
+        return set()
+    names = (n.rsplit("/", 1)[-1] for n in out.fs.ls(folder, detail=False))
+    return {n.removesuffix(".json") for n in names if n.endswith(".json")}
+
+
+def adopt_interrupted(out: OutputRoot, rendition_key: str, run_id: str) -> dict[str, Any] | None:
+    """Finish a publish that a killed run left between its video landing and its manifest row.
+
+    Returns the manifest row when the video is in place and whole (its SHA-256 is the one the
+    intent recorded): the row (which names the run that made it) is appended in a part file of
+    ``run_id``, the run adopting it. Returns None when the video
+    never landed (or was replaced since); the intent is forgotten either way.
+    """
+    try:
+        with out.fs.open(out.path(JOURNAL, f"{rendition_key}.json"), "rb") as f:
+            row = json.loads(f.read())
+        video = f"{out.root}/{row['path']}"
+        whole = out.fs.exists(video) and sha256_file(video, out.fs) == row["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring the unreadable publish intent %s: %s", rendition_key, exc)
+        whole = False
+    if whole:
+        for f in MANIFEST_SCHEMA:  # JSON carried the timestamps as text
+            if pa.types.is_timestamp(f.type) and isinstance(row.get(f.name), str):
+                row[f.name] = datetime.fromisoformat(row[f.name])
+        out.append_rows("manifest", MANIFEST_SCHEMA, [row], run_id)
+    clear_intent(out, rendition_key)
+    return row if whole else None
 
 
 def published_paths(channel: str, campaign_id: str, clip_id: str) -> dict[str, tuple[str, ...]]:

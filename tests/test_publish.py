@@ -84,3 +84,103 @@ def test_fsspec_memory_filesystem_works_as_output_root(tmp_path):
     run = new_run_id()
     out.append_rows("manifest", MANIFEST_SCHEMA, [manifest_row(run, "a")], run)
     assert out.read_rows("manifest", MANIFEST_SCHEMA).num_rows == 1
+
+
+# Crash safety --------------------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (a killed run's)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_staged_leftovers_of_dead_writers_are_cleaned_and_live_ones_kept(tmp_path):
+    import os
+    import socket
+
+    out = OutputRoot(str(tmp_path))
+    staging = tmp_path / ".staging"
+    staging.mkdir()
+    host = socket.gethostname()
+    dead = staging / f"{host}~{dead_pid()}-0123abcd-a.mp4.tmp"
+    live = staging / f"{host}~{os.getpid()}-0123abcd-b.mp4.tmp"
+    foreign_old = staging / "other-host~12-0123abcd-c.mp4.tmp"
+    foreign_new = staging / "other-host~13-0123abcd-d.mp4.tmp"
+    for path in (dead, live, foreign_old, foreign_new):
+        path.write_bytes(b"partial")
+    os.utime(foreign_old, (1, 1))
+    assert out.clean_staging(stale_after_s=3600) == 2
+    assert sorted(p.name for p in staging.iterdir()) == sorted([live.name, foreign_new.name])
+
+
+def test_compaction_keeps_rows_of_an_earlier_compaction(tmp_path):
+    out = OutputRoot(str(tmp_path))
+    run = new_run_id()
+    for clip in ("a", "b"):
+        out.append_rows("manifest", MANIFEST_SCHEMA, [manifest_row(run, clip)], run)
+    out.compact_run("manifest", MANIFEST_SCHEMA, run)
+    out.append_rows("manifest", MANIFEST_SCHEMA, [manifest_row(run, "c")], run)  # e.g. adopted later
+    out.compact_run("manifest", MANIFEST_SCHEMA, run)
+    assert [p.name for p in (tmp_path / "manifest").iterdir()] == [f"part-{run}.parquet"]
+    assert sorted(out.read_rows("manifest", MANIFEST_SCHEMA).column("clip_id").to_pylist()) == ["a", "b", "c"]
+
+
+def test_an_interrupted_publish_is_adopted_only_when_its_video_landed_whole(tmp_path):
+    from moviegen.publish import adopt_interrupted, pending_intents, record_intent, sha256_file
+
+    out = OutputRoot(str(tmp_path / "out"))
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"the whole video" * 100)
+    killed, rerun = new_run_id(), new_run_id()
+    landed = manifest_row(killed, "a", rendition_key="k1", sha256=sha256_file(video), bytes=1500)
+    record_intent(out, landed)
+    out.put_file(video, "published", "youtube", "c", "a.mp4")
+    never = manifest_row(killed, "b", rendition_key="k2", sha256=sha256_file(video))
+    record_intent(out, never)  # killed before its video moved into place
+    replaced = manifest_row(killed, "a", rendition_key="k3", sha256="f" * 64)
+    record_intent(out, replaced)  # the file at its path is another rendition's
+    assert pending_intents(out) == {"k1", "k2", "k3"}
+
+    row = adopt_interrupted(out, "k1", rerun)
+    assert row is not None and row["run_id"] == killed
+    assert adopt_interrupted(out, "k2", rerun) is None
+    assert adopt_interrupted(out, "k3", rerun) is None
+    assert pending_intents(out) == set()
+    manifest = out.read_rows("manifest", MANIFEST_SCHEMA).to_pylist()
+    assert [(r["clip_id"], r["rendition_key"], r["run_id"]) for r in manifest] == [("a", "k1", killed)]
+    assert manifest[0]["published_at"] == landed["published_at"]
+    [part] = [p.name for p in (tmp_path / "out" / "manifest").iterdir()]
+    assert part.startswith(f"part-{rerun}-")  # written by the adopting run; the row names the one that made it
+
+
+def test_a_killed_runs_record_and_scratch_are_recognised(tmp_path):
+    import json
+    import socket
+
+    from moviegen.reliability import mark_interrupted_runs, run_started, sweep_work_dir
+
+    out = OutputRoot(str(tmp_path / "out"))
+    pid = dead_pid()
+    killed, elsewhere, current = new_run_id(), new_run_id(), new_run_id()
+    out.write_json({"run_id": killed, "status": "running", "host": socket.gethostname(), "pid": pid}, "runs", killed,
+                   "run.json")  # fmt: skip
+    out.write_json({"run_id": elsewhere, "status": "running", "host": "another-machine", "pid": pid}, "runs",
+                   elsewhere, "run.json")  # fmt: skip
+    run_started(out, current, utc_now())
+    assert mark_interrupted_runs(out, current) == [killed]
+    record = json.loads((tmp_path / "out/runs" / killed / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["resumed_by"] == current
+    assert json.loads((tmp_path / "out/runs" / current / "run.json").read_text())["status"] == "running"
+
+    work = tmp_path / "work"
+    (work / "masters").mkdir(parents=True)
+    (work / "renders" / f"{pid}-key").mkdir(parents=True)
+    (work / "renders" / f"{pid}-key" / ".a.tmp1-2.mp4").write_bytes(b"x")
+    (work / "masters" / f".k.tmp{pid}.mkv").write_bytes(b"half a master")
+    (work / "masters" / "k.mkv").write_bytes(b"a whole master")
+    assert sweep_work_dir(work) == 2
+    assert [p.name for p in (work / "masters").iterdir()] == ["k.mkv"] and list((work / "renders").iterdir()) == []

@@ -1,0 +1,124 @@
+"""The victim of the crash-and-resume test: run a campaign and SIGKILL this process at one exact point.
+
+    python tests/crash_driver.py CATALOG CONFIG OUT POINT
+
+POINT (N counts from 1):
+    generate:N   entering the N-th pipeline call (earlier clips may be rendering meanwhile)
+    render:N     while ffmpeg writes the N-th rendition's file (killed before it is renamed)
+    publish:N    the N-th video copied to the staging folder, not yet moved into published/
+    manifest:N   the N-th video published, before its manifest row is written
+    finish       the run's manifest parts compacted into one, before the small ones are deleted
+    none         no kill: run to the end
+
+The kill is a real SIGKILL of this process (no clean-up code runs); only where it happens is
+chosen by wrapping the step it interrupts. Nothing here is imported by moviegen.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def nth(n: int):
+    """A counter that says True on its n-th call (thread-safe: renders run on a pool)."""
+    lock, seen = threading.Lock(), [0]
+
+    def hit() -> bool:
+        with lock:
+            seen[0] += 1
+            return seen[0] == n
+
+    return hit
+
+
+def arm(point: str) -> None:
+    import fsspec.implementations.local as local
+
+    from moviegen import pipeline, reliability, render
+    from moviegen.publish import OutputRoot
+
+    stage, _, count = point.partition(":")
+    hit = nth(int(count or 1))
+    if stage == "generate":
+        real_generate = reliability.generate_batch
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            if hit():
+                die()
+            return real_generate(*args, **kwargs)
+
+        reliability.generate_batch = generate
+    elif stage == "render":
+        real_ffmpeg = render.run_ffmpeg
+
+        def run_ffmpeg(args: list[str], *rest: Any, **kwargs: Any) -> Any:
+            if not str(kwargs.get("what", "")).startswith("rendering") or not hit():
+                return real_ffmpeg(args, *rest, **kwargs)
+            tmp = Path(args[-1])
+
+            def watch() -> None:  # kill as soon as ffmpeg has started writing the temporary file
+                while not (tmp.is_file() and tmp.stat().st_size > 0):
+                    time.sleep(0.005)
+                die()
+
+            threading.Thread(target=watch, daemon=True).start()
+            real_ffmpeg(args, *rest, **kwargs)
+            die()  # ffmpeg finished before the watcher looked: still killed before the rename
+
+        render.run_ffmpeg = run_ffmpeg
+    elif stage == "publish":
+        real_mv = local.LocalFileSystem.mv
+
+        def mv(self: Any, path1: str, path2: str, *args: Any, **kwargs: Any) -> Any:
+            if "/.staging/" in str(path1) and str(path1).endswith(".mp4.tmp") and hit():
+                die()
+            return real_mv(self, path1, path2, *args, **kwargs)
+
+        local.LocalFileSystem.mv = mv
+    elif stage == "manifest":
+        real_append = OutputRoot.append_rows
+
+        def append_rows(self: OutputRoot, dataset: str, *args: Any, **kwargs: Any) -> Any:
+            if dataset == "manifest" and hit():
+                die()
+            return real_append(self, dataset, *args, **kwargs)
+
+        OutputRoot.append_rows = append_rows
+    elif stage == "finish":
+        real_write = OutputRoot.write_bytes
+
+        def write_bytes(self: OutputRoot, data: bytes, *parts: str) -> str:
+            written = real_write(self, data, *parts)
+            if parts[0] == "manifest" and parts[-1].count("-") == 2:  # part-<run_id>.parquet: the compacted one
+                die()
+            return written
+
+        OutputRoot.write_bytes = write_bytes
+    elif stage != "none":
+        raise SystemExit(f"unknown kill point {point!r}")
+    del pipeline  # imported so that every wrapped module is loaded before the run starts
+
+
+def main() -> None:
+    catalog, config, out, point = sys.argv[1:5]
+    from moviegen.config import load_settings
+    from moviegen.pipeline import run_campaign_plain
+
+    arm(point)
+    summary = run_campaign_plain(catalog, load_settings(config, out=out))
+    print(f"finished {summary.run_id} exit {summary.exit_code}")
+
+
+if __name__ == "__main__":
+    main()
