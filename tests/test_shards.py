@@ -197,7 +197,7 @@ def test_gather_keeps_good_shards_and_reports_only_what_a_lost_shard_did_not_mak
         ],
         renditions=[
             {"campaign_id": "camp", "clip_id": i.clip_id, "channel": ch, "row": _manifest_row(i.clip_id, ch, "run-2"),
-             "problem": None, "seconds": {"render": 1.0}}
+             "problems": [], "seconds": {"render": 1.0}}
             for i in good.items for ch in ("x", "youtube")
         ],
         problems=[], already_published=[], model_loads={"moviegen/tiny-wan": 1}, load_seconds={}, finished_at="t",
