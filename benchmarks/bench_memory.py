@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import psutil
+from common import write_bench_inputs  # benchmarks/common.py (scripts run from this folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,24 +56,7 @@ channels:
 
 
 def write_inputs(folder: Path, clips: int) -> tuple[Path, Path]:
-    from moviegen.catalog import write_catalog
-
-    rows = [
-        {
-            "campaign_id": "bench",
-            "clip_id": f"clip-{i:03d}",
-            "prompt": f"a product shot number {i}, studio light, slow turntable",
-            "channels": ["mini"],
-            "duration_s": 1.0,
-            "seed": i,
-        }
-        for i in range(clips)
-    ]
-    catalog = folder / f"catalog-{clips}.parquet"
-    write_catalog(rows, str(catalog))
-    config = folder / "bench.yaml"
-    config.write_text(CONFIG)
-    return catalog, config
+    return write_bench_inputs(folder, clips, CONFIG, channel="mini")
 
 
 def tree_pss(proc: psutil.Process) -> int:

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import write_bench_inputs  # benchmarks/common.py (scripts run from this folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
@@ -51,24 +53,7 @@ print(json.dumps({"wall": wall, "api_start": api_start, "published": len(result[
 
 
 def write_inputs(folder: Path, clips: int) -> tuple[Path, Path]:
-    from moviegen.catalog import write_catalog
-
-    rows = [
-        {
-            "campaign_id": "bench",
-            "clip_id": f"clip-{i:03d}",
-            "prompt": f"a product shot number {i}, studio light, slow turntable",
-            "channels": ["x"],
-            "duration_s": 1.0,
-            "seed": i,
-        }
-        for i in range(clips)
-    ]
-    catalog = folder / "catalog.parquet"
-    write_catalog(rows, str(catalog))
-    config = folder / "bench.yaml"
-    config.write_text("generation:\n  steps: 4\n  batch_size: 4\nrender_workers: 2\n")
-    return catalog, config
+    return write_bench_inputs(folder, clips, "generation:\n  steps: 4\n  batch_size: 4\nrender_workers: 2\n")
 
 
 def run_child(mode: str, catalog: Path, out: Path, config: Path, env: dict[str, str]) -> dict:

@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import find_moviegenbench  # benchmarks/common.py (scripts run from this folder)
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_PROMPTS = next(
-    (p / "shared/benchmarks/moviegenbench/MovieGenVideoBench.txt" for p in ROOT.parents if (p / "shared").is_dir()),
-    None,
-)
+BENCH_DIR = find_moviegenbench()
+BENCH_PROMPTS = BENCH_DIR / "MovieGenVideoBench.txt" if BENCH_DIR else None
 
 
 def bench_prompt_gate(repeats: int = 3) -> dict[str, float]:

@@ -29,6 +29,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from common import write_bench_inputs  # benchmarks/common.py (scripts run from this folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -36,26 +38,8 @@ from cluster import BIN, LocalCluster  # noqa: E402
 
 
 def write_inputs(folder: Path, clips: int, steps: int, batch_size: int) -> tuple[Path, Path]:
-    from moviegen.catalog import write_catalog
-
-    rows = [
-        {
-            "campaign_id": "bench",
-            "clip_id": f"clip-{i:03d}",
-            "prompt": f"a product shot number {i}, studio light, slow turntable",
-            "channels": ["x"],
-            "duration_s": 1.0,
-            "seed": i,
-        }
-        for i in range(clips)
-    ]
-    catalog = folder / "catalog.parquet"
-    write_catalog(rows, str(catalog))
-    config = folder / "bench.yaml"
-    config.write_text(
-        f"generation:\n  steps: {steps}\n  batch_size: {batch_size}\nrender_workers: 1\nscaleout:\n  poll_s: 1\n"
-    )
-    return catalog, config
+    config = f"generation:\n  steps: {steps}\n  batch_size: {batch_size}\nrender_workers: 1\nscaleout:\n  poll_s: 1\n"
+    return write_bench_inputs(folder, clips, config)
 
 
 def run_once(cluster: LocalCluster, catalog: Path, config: Path, out: Path, shards: int) -> dict:

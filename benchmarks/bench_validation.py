@@ -22,19 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import find_moviegenbench  # benchmarks/common.py (scripts run from this folder)
+
 GOAL_S = 5.0
-
-
-def find_moviegenbench() -> Path | None:
-    """The same discovery as tests/conftest.py: $MOVIEGENBENCH_DIR, else shared/ beside the checkout."""
-    explicit = os.environ.get("MOVIEGENBENCH_DIR")
-    if explicit:
-        return Path(explicit)
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "benchmarks" / "moviegenbench"
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 def build_rows(prompts: list[str], n: int, channels: list[str], styles: list[str]) -> list[dict]:
