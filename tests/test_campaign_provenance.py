@@ -103,13 +103,14 @@ def test_every_rendition_is_published_marked_labelled_and_signed(campaign_run):
     assert payloads[("launch", "tiktok")] != payloads[("launch", "youtube")]  # one mark per rendition
     teaser = next(m for m in manifest if m["clip_id"] == "teaser")
     assert teaser["watermark_payload"] == wm.payload_hex(wm.payload_for(teaser["clip_key"], "master"))
-    passes = {m["clip_id"]: m["watermark_passes"] for m in manifest}
-    assert passes["plain"] == 2, "one pass now reads back on this clip: the second-pass fallback is not exercised here"
-    assert passes["launch"] == 1
-    # The tiny model's teaser loses a bit with the mark in the master (measured after issue 9's merge);
-    # the retry then embeds into the rendition's own frames, with the same payload.
-    assert passes["teaser"] in (1, 2)
-    assert "plain on youtube: watermark NOT verified" in logs and "embedding it again with 2 passes" in logs
+    passes = {(m["clip_id"], m["channel"]): m["watermark_passes"] for m in manifest}
+    assert set(passes.values()) <= {1, 2} and passes[("launch", "tiktok")] == 1
+    # The tiny model's smooth clips lose bits on some 16:9 renditions (which ones depends on the pixels):
+    # the retry embeds into the rendition's own frames with 2 passes, the same payload, and is logged.
+    retried = [key for key, n in passes.items() if n == 2]
+    assert retried, "no rendition needed the second pass: the fallback is not exercised here"
+    for clip_id, channel in retried:
+        assert f"{clip_id} on {channel}: watermark NOT verified" in logs and "embedding it again with 2 passes" in logs
     stages = summary.stage_seconds
     assert all(stages.get(s, 0) > 0 for s in ("render", "watermark", "provenance", "delivery", "publish"))
 
