@@ -255,6 +255,13 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     render_workers: int = Field(2, ge=1, le=16, description="Renditions encoded at once.")
+    watermark_gate: Literal["required", "recorded"] = Field(
+        "required",
+        description=(
+            "required: a rendition whose watermark does not read back is refused at delivery. recorded: it is "
+            "published with a warning and its bit accuracy in the manifest (for synthetic test content only)."
+        ),
+    )
     preview: bool = Field(
         False, description="Quick drafts: a quarter of the steps, written under <out>/preview instead of <out>."
     )

@@ -224,13 +224,14 @@ class DeliveryVerdict:
     report: DeliveryReport
     watermark: GateResult
     provenance: ProvenanceCheck
+    watermark_required: bool = True  # False: a mark that does not read back is recorded, not refused
 
     @property
     def failures(self) -> list[GateFailure]:
         failures = []
         if self.report.violations:
             failures.append(GateFailure("preset", "; ".join(self.report.violations)))
-        if not self.watermark.passed:
+        if not self.watermark.passed and self.watermark_required:
             details = {"bit_accuracy": round(self.watermark.bit_accuracy, 4)}
             failures.append(GateFailure("watermark", self.watermark.message, details))
         if self.provenance.violations:
@@ -249,13 +250,16 @@ def gate_rendition(
     duration_s: float,
     payload: int,
     provenance: ProvenanceSettings | None = None,
+    watermark_required: bool = True,
 ) -> DeliveryVerdict:
     """Hold a final (signed) rendition to its preset, its watermark ``payload`` and its provenance.
 
     Publish only when ``verdict.ok``; ``verdict.failures`` lists one GateFailure per failing check.
+    With ``watermark_required`` False the mark is still read back (``verdict.watermark``) but never refuses.
     """
     return DeliveryVerdict(
         report=check_delivery(path, preset, duration_s),
         watermark=delivery_gate(path, payload),
         provenance=check_provenance(path, provenance),
+        watermark_required=watermark_required,
     )

@@ -824,6 +824,9 @@ def render_and_publish(master: Master, channel: str, ctx: RunContext) -> Renditi
         reached.add("render")
         if not verdict.ok:
             return Rendition(clip, channel, seconds=dict(timings), problems=delivery_problems(clip, channel, verdict))
+        if not verdict.watermark.passed:  # watermark_gate "recorded": published, and said so
+            log.warning("%s/%s on %s: %s (published: watermark_gate is 'recorded')",
+                        spec.campaign_id, spec.clip_id, channel, verdict.watermark.message)  # fmt: skip
 
         # 4. Publish.
         started = time.perf_counter()
@@ -888,7 +891,10 @@ def make_final(
 
     # 3. Delivery gate on the final file.
     started = time.perf_counter()
-    verdict = gate_rendition(video, rendition.preset, rendition.duration_s, mark.payload, ctx.settings.provenance)
+    required = ctx.settings.watermark_gate == "required"
+    verdict = gate_rendition(
+        video, rendition.preset, rendition.duration_s, mark.payload, ctx.settings.provenance, required
+    )
     timings["delivery"] += time.perf_counter() - started
     return verdict
 

@@ -45,7 +45,7 @@ def nth(n: int):
 def arm(point: str) -> None:
     import fsspec.implementations.local as local
 
-    from moviegen import pipeline, reliability, render
+    from moviegen import pipeline, reliability
     from moviegen.publish import OutputRoot
 
     stage, _, count = point.partition(":")
@@ -60,23 +60,24 @@ def arm(point: str) -> None:
 
         reliability.generate_batch = generate
     elif stage == "render":
-        real_ffmpeg = render.run_ffmpeg
+        real_render = pipeline.render_rendition
 
-        def run_ffmpeg(args: list[str], *rest: Any, **kwargs: Any) -> Any:
-            if not str(kwargs.get("what", "")).startswith("rendering") or not hit():
-                return real_ffmpeg(args, *rest, **kwargs)
-            tmp = Path(args[-1])
+        def render_rendition(master: Path, spec: Any, out_path: Path, *rest: Any, **kwargs: Any) -> Any:
+            if not hit():
+                return real_render(master, spec, out_path, *rest, **kwargs)
 
-            def watch() -> None:  # kill as soon as ffmpeg has started writing the temporary file
-                while not (tmp.is_file() and tmp.stat().st_size > 0):
+            # ffmpeg writes the N-th rendition under a temporary name beside out_path (with or without
+            # a frame processor in between): kill as soon as that file has bytes, before the rename.
+            def watch() -> None:
+                while not any(p.is_file() and p.stat().st_size > 0 for p in out_path.parent.glob(".*.tmp*")):
                     time.sleep(0.005)
                 die()
 
             threading.Thread(target=watch, daemon=True).start()
-            real_ffmpeg(args, *rest, **kwargs)
-            die()  # ffmpeg finished before the watcher looked: still killed before the rename
+            real_render(master, spec, out_path, *rest, **kwargs)
+            die()  # ffmpeg finished before the watcher looked: still killed before publishing
 
-        render.run_ffmpeg = run_ffmpeg
+        pipeline.render_rendition = render_rendition
     elif stage == "publish":
         real_mv = local.LocalFileSystem.mv
 

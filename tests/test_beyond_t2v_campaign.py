@@ -17,6 +17,8 @@ from moviegen.media import ffmpeg_binary, probe
 from moviegen.pipeline import run_campaign_plain
 from moviegen.presets import builtin_channels
 
+CHANNEL = "x"  # the watermark is recorded, not required, here: see FAST_CONFIG in conftest.py
+
 
 @pytest.mark.slow
 def test_campaign_with_reference_edit_soundtrack_best_of_and_two_families(
@@ -28,10 +30,10 @@ def test_campaign_with_reference_edit_soundtrack_best_of_and_two_families(
     )
     rows = [
         row("mascot", reference_image=str(photo), prompt="our astronaut mascot waves hello", best_of=2,
-            audio_prompt="a bright synth jingle", music_uri=str(music), channels=["x"]),
+            audio_prompt="a bright synth jingle", music_uri=str(music), channels=[CHANNEL]),
         row("edit", source_video=str(real_clip), prompt="the coffee cup in warm autumn light", edit_strength=0.5,
-            audio_prompt="soft rain on a window", channels=["x"]),
-        row("kite", model="tiny-ltx", prompt="a red kite over a green hill on a windy day", channels=["x"]),
+            audio_prompt="soft rain on a window", channels=[CHANNEL]),
+        row("kite", model="tiny-ltx", prompt="a red kite over a green hill on a windy day", channels=[CHANNEL]),
     ]  # fmt: skip
     out = tmp_path / "out"
     adherence = AdherenceSettings(model="tiny-clip", frames=4)
@@ -40,14 +42,14 @@ def test_campaign_with_reference_edit_soundtrack_best_of_and_two_families(
     assert summary.exit_code == 0, [p.describe() for p in summary.problems]
     assert summary.model_loads == {"moviegen/tiny-wan-i2v": 1, "moviegen/tiny-wan": 1, "moviegen/tiny-ltx": 1}
 
-    preset = builtin_channels()["x"]
+    preset = builtin_channels()[CHANNEL]
     published = {r["clip_id"]: r for r in summary.published}
     assert set(published) == {"mascot", "edit", "kite"}
     for clip_id, r in published.items():
         video = out / r["path"]
         assert check_delivery(video, preset, 1.0).ok
         info = probe(video)
-        assert (info.width, info.height, info.frames) == (1280, 720, 30)
+        assert (info.width, info.height, info.frames) == (preset.width, preset.height, 30)
         [stream] = audio_streams(video)
         assert float(stream["duration"]) == pytest.approx(1.0, abs=0.05)
         # The generated soundtrack reaches the rendition; the row without an audio prompt or music is silent.

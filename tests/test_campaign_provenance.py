@@ -42,7 +42,7 @@ def campaign_run(tmp_path_factory, tiny_model):
 
     catalog = base / "catalog.parquet"
     write_catalog(ROWS, str(catalog))
-    settings = fast_settings(base / "out")
+    settings = fast_settings(base / "out", watermark_gate="required")
     logger = logging.getLogger()
     records = _Collect()
     logger.addHandler(records)

@@ -33,6 +33,7 @@ generation:
   steps: 2
   batch_size: 1
 render_workers: 1
+watermark_gate: recorded  # tiny-model noise at 180x320 can lose watermark bits (see conftest.FAST_CONFIG)
 channels:
   mini: {label: Mini, width: 320, height: 180, fps: 15, max_duration_s: 60}
   mini_tall: {label: Mini tall, width: 180, height: 320, fps: 15, max_duration_s: 60}

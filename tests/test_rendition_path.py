@@ -178,6 +178,14 @@ def test_gate_refuses_a_stripped_watermark(finals, tmp_path):
     [failure] = verdict.failures  # preset and provenance are fine: only the mark is missing
     assert failure.rule == "watermark" and "NOT verified" in failure.message
     assert failure.details["bit_accuracy"] < wm.MIN_BIT_ACCURACY
+    # watermark_gate "recorded" (synthetic test content only): still read back, never refusing.
+    planned = finals["planned"]
+    recorded = gate_rendition(
+        video, planned.spec.preset, planned.spec.duration_s, planned.mark.payload, finals["ctx"].settings.provenance,
+        watermark_required=False,
+    )  # fmt: skip
+    assert recorded.ok and not recorded.watermark.passed
+    assert recorded.watermark.bit_accuracy == pytest.approx(failure.details["bit_accuracy"], abs=1e-4)
 
 
 def test_gate_refuses_missing_or_broken_credentials(finals, tmp_path):

@@ -36,6 +36,7 @@ CONFIG = """\
 generation:
   steps: 2
   batch_size: 4
+watermark_gate: recorded
 scaleout:
   shard_retries: 0
   poll_s: 1
