@@ -82,6 +82,11 @@ def test_history_marks_superseded_and_retired_rows(tmp_path):
     assert set(published_renditions(out)) == {("camp", "a", "x")}
 
 
+def generated_masters(out: Path) -> set[str]:
+    """The generated masters kept under .work (not their watermarked copies, ``<clip_key>.mark-*.mkv``)."""
+    return {p.name for p in (out / ".work" / "masters").glob("*.mkv") if ".mark-" not in p.name}
+
+
 @pytest.fixture
 def ctx(tmp_path):
     from moviegen.pipeline import start_run
@@ -169,7 +174,7 @@ def test_edited_catalog_regenerates_two_retires_one_and_touches_nothing_else(tmp
     before = {
         p.relative_to(out).as_posix(): (p.stat().st_mtime_ns, sha256_file(p)) for p in out.rglob("*") if p.is_file()
     }
-    masters_before = {p.name for p in (out / ".work" / "masters").iterdir()}
+    masters_before = generated_masters(out)
     keys_before = {r["clip_id"]: r for r in run1.published}
 
     # b gets a new prompt, c a new seed, d leaves the catalog; a stays as it was.
@@ -193,7 +198,7 @@ def test_edited_catalog_regenerates_two_retires_one_and_touches_nothing_else(tmp
         assert sha256_file(out / r["path"]) == r["sha256"] != old["sha256"]
         sidecar = json.loads((out / r["path"]).with_suffix(".json").read_text())
         assert sidecar["clip_key"] == r["clip_key"]
-    masters_after = {p.name for p in (out / ".work" / "masters").iterdir()}
+    masters_after = generated_masters(out)
     assert masters_before < masters_after and len(masters_after - masters_before) == 2
 
     # d was retired: moved out of published/, whole, with the manifest saying so.
