@@ -50,6 +50,7 @@ generation:
   steps: 2
   batch_size: 4
 render_workers: 2
+watermark_gate: recorded
 channels:
   mini: {label: Mini, width: 320, height: 180, fps: 15, max_duration_s: 60}
 """

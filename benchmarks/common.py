@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 def write_bench_inputs(folder: Path, clips: int, config_text: str, channel: str = "x") -> tuple[Path, Path]:
-    """A catalog of ``clips`` alike 1 s rows for ``channel`` and a configuration file; returns both paths."""
+    """A catalog of ``clips`` alike 1 s rows for ``channel`` and a configuration file; returns both paths.
+
+    The tiny model makes noise, which can lose watermark bits: the benchmarks' configurations record
+    the mark (``watermark_gate: recorded``) so every clip counts.
+    """
     from moviegen.catalog import write_catalog
 
     rows = [
