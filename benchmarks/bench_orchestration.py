@@ -53,7 +53,9 @@ print(json.dumps({"wall": wall, "api_start": api_start, "published": len(result[
 
 
 def write_inputs(folder: Path, clips: int) -> tuple[Path, Path]:
-    return write_bench_inputs(folder, clips, "generation:\n  steps: 4\n  batch_size: 4\nrender_workers: 2\nwatermark_gate: recorded\n")
+    return write_bench_inputs(
+        folder, clips, "generation:\n  steps: 4\n  batch_size: 4\nrender_workers: 2\nwatermark_gate: recorded\n"
+    )
 
 
 def run_child(mode: str, catalog: Path, out: Path, config: Path, env: dict[str, str]) -> dict:
