@@ -38,7 +38,10 @@ from cluster import BIN, LocalCluster  # noqa: E402
 
 
 def write_inputs(folder: Path, clips: int, steps: int, batch_size: int) -> tuple[Path, Path]:
-    config = f"generation:\n  steps: {steps}\n  batch_size: {batch_size}\nrender_workers: 1\nwatermark_gate: recorded\nscaleout:\n  poll_s: 1\n"
+    config = (
+        f"generation:\n  steps: {steps}\n  batch_size: {batch_size}\nrender_workers: 1\n"
+        "watermark_gate: recorded\nscaleout:\n  poll_s: 1\n"
+    )
     return write_bench_inputs(folder, clips, config)
 
 
