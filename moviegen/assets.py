@@ -267,11 +267,11 @@ def read_cube_size(path: Path, uri: str = "") -> int:
     return size
 
 
-def _probe_video_format(path: Path, uri: str) -> str:
-    """Check a source clip is an MP4/MOV or Matroska/WebM file with a decodable video stream."""
+def _ffprobe_format(path: Path, needed_by: str, unreadable: str) -> dict:
+    """ffprobe's format and streams of a fetched file as JSON, or an AssetError saying what is wrong."""
     ffprobe = ffprobe_binary()
     if ffprobe is None:
-        raise AssetError("source clips need ffprobe (install the ffmpeg package)")
+        raise AssetError(f"{needed_by} need ffprobe (install the ffmpeg package)")
     proc = subprocess.run(
         [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
         capture_output=True,
@@ -279,8 +279,13 @@ def _probe_video_format(path: Path, uri: str) -> str:
         timeout=60,
     )
     if proc.returncode != 0:
-        raise AssetError(f"video {uri!r} is not a readable video file: {proc.stderr.decode(errors='replace')[-200:]}")
-    data = json.loads(proc.stdout)
+        raise AssetError(f"{unreadable}: {proc.stderr.decode(errors='replace')[-200:]}")
+    return json.loads(proc.stdout)
+
+
+def _probe_video_format(path: Path, uri: str) -> str:
+    """Check a source clip is an MP4/MOV or Matroska/WebM file with a decodable video stream."""
+    data = _ffprobe_format(path, "source clips", f"video {uri!r} is not a readable video file")
     name = data.get("format", {}).get("format_name", "")
     if name not in VIDEO_FORMATS:
         raise AssetError(f"video {uri!r} is {name or 'of an unknown format'}: use MP4, MOV, MKV or WebM")
@@ -294,18 +299,7 @@ def _probe_video_format(path: Path, uri: str) -> str:
 
 
 def _probe_audio_format(path: Path, uri: str) -> str:
-    ffprobe = ffprobe_binary()
-    if ffprobe is None:
-        raise AssetError("music beds need ffprobe (install the ffmpeg package)")
-    proc = subprocess.run(
-        [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    if proc.returncode != 0:
-        raise AssetError(f"music {uri!r} is not a readable audio file: {proc.stderr.decode(errors='replace')[-200:]}")
-    data = json.loads(proc.stdout)
+    data = _ffprobe_format(path, "music beds", f"music {uri!r} is not a readable audio file")
     name = data.get("format", {}).get("format_name", "")
     if name not in AUDIO_FORMATS:
         raise AssetError(f"music {uri!r} is {name or 'of an unknown format'}: use MP3, WAV, AAC/M4A, OGG or FLAC")
