@@ -1,10 +1,15 @@
 """Scale-out: the same 8-clip catalog on one GPU-pool worker and on two, on a real Prefect server.
 
-    .venv/bin/python benchmarks/bench_scaleout.py [--clips 8] [--repeats 2] [--steps 8] [--batch-size 2] [--keep]
+    .venv/bin/python benchmarks/bench_scaleout.py [--clips 8] [--repeats 2] [--steps 8] [--batch-size 2]
+                                                  [--share-cores] [--keep]
 
 A local ``prefect server`` (SQLite, its own PREFECT_HOME, 127.0.0.1), the work pools of
 deployments/setup.py, the deployments of deployments/prefect.yaml and two process workers whose
-flow runs each use one CPU thread for torch (OMP_NUM_THREADS=1), like two GPUs. The catalog runs
+flow runs each use one CPU thread for torch (OMP_NUM_THREADS=1), like two GPUs. Each worker is
+also pinned to a core of its own (CPU affinity, inherited by its flow runs and their ffmpeg and
+onnxruntime threads), like two machines: a worker's encodes, watermark and safety checks then
+cannot borrow the other core while it is alone, which would make the one-worker baseline a
+two-core machine. ``--share-cores`` leaves both workers on every core instead. The catalog runs
 with ``moviegen run --executor deployments`` into a fresh output folder each time, alternately
 with one shard on one worker (the other worker stopped) and two shards on two workers.
 
@@ -91,6 +96,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument(
+        "--share-cores", action="store_true", help="do not pin each worker to a core of its own (one machine, shared)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (outputs, run.json, logs)")
     args = parser.parse_args()
 
@@ -119,17 +127,19 @@ def measure(args: argparse.Namespace, base: Path) -> None:
 
     ensure_tiny_model(cache / "moviegen")  # built once, before any timing
 
+    pinned = not args.share_cores and len(os.sched_getaffinity(0)) >= 2
+    cores = {"gpu-0": {0}, "gpu-1": {1}} if pinned else {"gpu-0": None, "gpu-1": None}
     results: dict[int, list[dict]] = {1: [], 2: []}
     with LocalCluster(base, env) as cluster:
         print(f"prefect server healthy after {cluster.start_server():.1f} s", flush=True)
         cluster.setup_pools("--gpu-slots", "2")
         cluster.deploy({"MOVIEGEN_OUT": str(base / "unused"), "MOVIEGEN_CATALOG": str(catalog)})
-        cluster.start_worker("gpu", "gpu-0")
+        cluster.start_worker("gpu", "gpu-0", cpus=cores["gpu-0"])
         cluster.wait_workers("gpu", ["gpu-0"])
         for repeat in range(args.repeats):
             for workers in (1, 2) if repeat % 2 == 0 else (2, 1):
                 if workers == 2 and "gpu-1" not in cluster.procs:
-                    cluster.start_worker("gpu", "gpu-1")
+                    cluster.start_worker("gpu", "gpu-1", cpus=cores["gpu-1"])
                     cluster.wait_workers("gpu", ["gpu-1"])
                     time.sleep(3)
                 if workers == 1 and "gpu-1" in cluster.procs:
@@ -164,7 +174,8 @@ def measure(args: argparse.Namespace, base: Path) -> None:
     print()
     print(
         f"{args.clips} clips of 1 s, tiny model, {args.steps} steps, batches of {args.batch_size}, channel x, "
-        f"{args.repeats} runs each"
+        f"{args.repeats} runs each, "
+        + ("each worker pinned to a core of its own" if pinned else "both workers sharing every core")
     )
     print(f"  one worker  (1 shard):  {one:6.1f} s wall (median)")
     print(f"  two workers (2 shards): {two:6.1f} s wall (median)")

@@ -1,9 +1,9 @@
 """The campaign flow: one catalog in, published renditions, manifest and report out.
 
 With the local executor (the default) generation runs batch by batch on this machine's device
-(one GPU, or the CPU); each batch's renditions are submitted to the task runner at once, so ffmpeg
-encodes overlap with the next batch's generation. The number of encodes running at once is
-capped by ``render_workers``. With the deployments executor the clips are cut into shards that
+(one GPU, or the CPU); each batch's renditions are one render-batch task submitted to the task
+runner, so the encodes overlap with the next batch's generation. The number of renditions made at
+once is capped by ``render_workers``. With the deployments executor the clips are cut into shards that
 run as ``render-shard`` flow runs on the GPU work pool (see flows/fan_out.py and deployments/).
 """
 
@@ -19,7 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.artifacts import ProgressTracker, publish_run_artifacts
 from flows.fan_out import generate_and_render, run_distributed
 from moviegen.config import load_settings
-from moviegen.pipeline import start_run
+from moviegen.pipeline import BATCHES_IN_FLIGHT, start_run
 from moviegen.redact import install_log_redaction
 from tasks import (
     finish_run_task,
@@ -31,11 +31,8 @@ from tasks import (
     validate_catalog_task,
 )
 
-# Threads for render tasks; the encodes actually running at once are capped by render_workers (<= 16).
-RENDER_THREADS = 16
 
-
-@flow(name="campaign", task_runner=ThreadPoolTaskRunner(max_workers=RENDER_THREADS), log_prints=False)
+@flow(name="campaign", task_runner=ThreadPoolTaskRunner(max_workers=BATCHES_IN_FLIGHT), log_prints=False)
 def campaign(
     catalog: str,
     out: str | None = None,

@@ -32,7 +32,7 @@ from prefect.states import Cancelling
 
 from moviegen.config import ScaleOutSettings
 from moviegen.costs import SHARD, TIMINGS_SCHEMA, load_cost_model, timing_row
-from moviegen.pipeline import CampaignPlan, Master, Rendition, RunContext, make_batches, renditions_to_make
+from moviegen.pipeline import CampaignPlan, Master, Rendition, RunContext, make_batches
 from moviegen.publish import OutputRoot, published_renditions, utc_now
 from moviegen.shards import (
     Shard,
@@ -46,7 +46,7 @@ from moviegen.shards import (
     write_shard_catalogs,
 )
 from moviegen.spec import Problem
-from tasks import generate_batch_task, load_models_task, render_publish_task
+from tasks import generate_batch_task, load_models_task, render_batch_task
 
 # Every render-shard run carries it; the crash automations of deployments/setup.py match on it.
 SHARD_TAG = "moviegen-shard"
@@ -54,7 +54,7 @@ SHARD_TAG = "moviegen-shard"
 
 def generate_and_render(plan: CampaignPlan, ctx: RunContext) -> tuple[list[Master], list[Rendition], dict[str, float]]:
     """Make a plan's clips on this machine: models loaded once, batch by batch on the device, each
-    batch's channels rendered on threads while the next batch generates.
+    batch's channels rendered (one task per batch) while the next batch generates.
 
     Returns the masters, the renditions and the seconds each model took to load.
     """
@@ -62,14 +62,13 @@ def generate_and_render(plan: CampaignPlan, ctx: RunContext) -> tuple[list[Maste
     channels_by_key = {clip.clip_key: channels for clip, channels in plan.todo}
     loads = load_models_task(clips, ctx) if clips else {}
     masters: list[Master] = []
-    pending: list[PrefectFuture[Rendition]] = []
+    pending: list[PrefectFuture[list[Rendition]]] = []
     for batch in make_batches(clips, ctx.settings.generation.batch_size):
-        for master in generate_batch_task(batch, ctx):
-            masters.append(master)
-            for channel in renditions_to_make(master, channels_by_key[master.clip.clip_key]):
-                pending.append(render_publish_task.submit(master, channel, ctx))
+        made = generate_batch_task(batch, ctx)
+        masters.extend(made)
+        pending.append(render_batch_task.submit([(m, channels_by_key[m.clip.clip_key]) for m in made], ctx))
     wait(pending)
-    return masters, [future.result() for future in pending], loads
+    return masters, [rendition for future in pending for rendition in future.result()], loads
 
 
 def online_workers(work_pool: str) -> int:

@@ -22,14 +22,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.fan_out import generate_and_render
 from moviegen.config import load_settings
 from moviegen.generate import process_pipeline_cache
-from moviegen.pipeline import start_run
+from moviegen.pipeline import BATCHES_IN_FLIGHT, start_run
 from moviegen.shards import restore_catalog_rows, shard_result, write_shard_result
 from tasks import plan_campaign_task, record_timings_task, validate_catalog_task
 
-RENDER_THREADS = 16
 
-
-@flow(name="render-shard", task_runner=ThreadPoolTaskRunner(max_workers=RENDER_THREADS), log_prints=False)
+@flow(name="render-shard", task_runner=ThreadPoolTaskRunner(max_workers=BATCHES_IN_FLIGHT), log_prints=False)
 def render_shard(
     shard_catalog: str,
     out: str,

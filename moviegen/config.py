@@ -254,7 +254,7 @@ class Settings(BaseSettings):
     work_dir: str | None = Field(None, description="Local scratch for masters; default <out>/.work for local outputs.")
     cache_dir: Path = Field(default_factory=default_cache_dir)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
-    render_workers: int = Field(2, ge=1, le=16, description="Renditions encoded at once.")
+    render_workers: int = Field(2, ge=1, le=16, description="Renditions made at once (encode to delivery gate).")
     watermark_gate: Literal["required", "recorded"] = Field(
         "required",
         description=(

@@ -30,7 +30,8 @@ from moviegen.publish import OutputRoot
 TIMINGS_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
-        # "generate": one clip's share of its batch; "render": one rendition; "load": one model load;
+        # "generate": one clip's share of its batch; "render": one rendition from encode to publish
+        # (watermark, provenance and delivery gate included); "load": one model load;
         # "shard": a shard's fixed cost (queueing, process start, imports), as the campaign saw it.
         ("kind", pa.string()),
         ("model", pa.string()),  # registry name (generate, load), channel (render), None (shard)

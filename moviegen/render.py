@@ -58,14 +58,24 @@ LOSSY_VIDEO_ENCODERS = frozenset(
     {"libx264", "libx265", "h264", "hevc", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1", "mpeg4", "mjpeg"}
 )
 
-# ffmpeg encodes running at once in this process (each uses several cores); see set_encode_slots.
-_encode_slots = threading.BoundedSemaphore(2)
+# Renditions made at once in this process, from the encode to the delivery gate (each uses several
+# cores: ffmpeg, the watermark's onnxruntime); see set_rendition_slots.
+_rendition_slots = threading.BoundedSemaphore(2)
 
 
-def set_encode_slots(count: int) -> None:
-    """Limit how many renditions this process encodes at once (``render_workers`` in settings)."""
-    global _encode_slots
-    _encode_slots = threading.BoundedSemaphore(max(1, count))
+def set_rendition_slots(count: int) -> None:
+    """Limit how many renditions this process makes at once (``render_workers`` in settings)."""
+    global _rendition_slots
+    _rendition_slots = threading.BoundedSemaphore(max(1, count))
+
+
+def rendition_slot() -> threading.BoundedSemaphore:
+    """``with rendition_slot():`` waits for one of the ``render_workers`` slots and holds it.
+
+    However many threads a task runner gives renditions, only this many encode, embed and read
+    marks at once: more would only take cores from the generation running beside them.
+    """
+    return _rendition_slots
 
 
 class FrameProcessor(Protocol):
@@ -615,17 +625,16 @@ def render_rendition(
         options = encoder_options(spec.preset)
 
         # 3. Encode once.
-        with _encode_slots:
-            try:
-                if processor is None:
-                    args = _args(ffmpeg.output(to_delivery_pixels(video), audio, str(tmp), **options))
-                    result.commands.append(args)
-                    run_ffmpeg(args[1:], what=f"rendering {spec.preset.name}")
-                else:
-                    _render_through(processor, video, audio, spec, options, tmp, result, batch_frames)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+        try:
+            if processor is None:
+                args = _args(ffmpeg.output(to_delivery_pixels(video), audio, str(tmp), **options))
+                result.commands.append(args)
+                run_ffmpeg(args[1:], what=f"rendering {spec.preset.name}")
+            else:
+                _render_through(processor, video, audio, spec, options, tmp, result, batch_frames)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     os.replace(tmp, out_path)
     return result
 

@@ -64,7 +64,7 @@ class WorkItem:
     model: str  # registry name: the cost model's key
     batch_key: tuple[Any, ...]
     generate_s: float  # GPU seconds for this clip (its share of a batch)
-    render_s: float  # encode seconds for its renditions, render_workers at a time
+    render_s: float  # seconds for its renditions (encode to publish), render_workers at a time
 
     @property
     def seconds(self) -> float:

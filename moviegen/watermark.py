@@ -194,7 +194,10 @@ class Watermarker:
     def __init__(self, threads: int | None = None) -> None:
         folder = model_dir()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        # The cores this process may use (a pinned worker, a container), not the machine's: more
+        # threads than cores make onnxruntime's spinning threads slow the encodes beside them.
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        options.intra_op_num_threads = threads or usable or 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         chosen = providers()
         encoder = rivagan.encoder_model(rivagan.load_weights(folder / "rivagan_encoder.onnx"), ENCODER_RANK)

@@ -13,7 +13,7 @@ from tasks.stages import (
     prune_task,
     record_rejections_task,
     record_timings_task,
-    render_publish_task,
+    render_batch_task,
     validate_catalog_task,
 )
 
@@ -26,6 +26,6 @@ __all__ = [
     "prune_task",
     "record_rejections_task",
     "record_timings_task",
-    "render_publish_task",
+    "render_batch_task",
     "validate_catalog_task",
 ]

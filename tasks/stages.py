@@ -69,16 +69,23 @@ def generate_batch_task(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
     return pipeline.generate_masters(batch, ctx)
 
 
+def _render_run_name() -> str:
+    """``render-<first clip_id>+<more>``: the clips whose channels the task renders."""
+    work = task_run.parameters["work"]
+    return f"render-{work[0][0].clip.spec.clip_id}" + (f"+{len(work) - 1}" if len(work) > 1 else "")
+
+
 @task(
-    name="render-publish",
+    name="render-batch",
     tags=["ffmpeg"],
-    task_run_name="render-{channel}",
+    task_run_name=_render_run_name,
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def render_publish_task(master: Master, channel: str, ctx: RunContext) -> Rendition:
-    """Encode one channel's rendition (ffmpeg, CPU cores), check it and publish it atomically."""
-    return pipeline.render_and_publish(master, channel, ctx)
+def render_batch_task(work: list[tuple[Master, list[str]]], ctx: RunContext) -> list[Rendition]:
+    """Encode, check and publish every channel of one generated batch (ffmpeg and CPU cores,
+    ``render_workers`` renditions at a time); each rendition succeeds or fails on its own."""
+    return pipeline.render_batch(work, ctx)
 
 
 @task(name="record-timings", cache_policy=NO_CACHE, persist_result=False)

@@ -100,7 +100,10 @@ class LocalCluster:
 
     # processes ------------------------------------------------------------------------------
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        self, name: str, args: list[str], env: dict[str, str] | None = None, cpus: set[int] | None = None
+    ) -> subprocess.Popen:
+        """Start a process logging to ``<base>/<name>.log``; ``cpus`` pins it and its children to those cores."""
         log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             args,
@@ -109,6 +112,8 @@ class LocalCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Affinity is inherited: the worker's flow-run processes and their ffmpeg stay on these cores.
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
         log.close()
         self.procs[name] = proc
@@ -176,9 +181,11 @@ class LocalCluster:
             [str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all"], env
         )
 
-    def start_worker(self, pool: str, name: str, env: dict[str, str] | None = None, limit: int = 1) -> None:
+    def start_worker(
+        self, pool: str, name: str, env: dict[str, str] | None = None, limit: int = 1, cpus: set[int] | None = None
+    ) -> None:
         args = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name, "--limit", str(limit)]
-        self.start(name, args, env)
+        self.start(name, args, env, cpus)
 
     def wait_workers(self, pool: str, names: list[str], timeout: float = 120) -> None:
         """Wait until the named workers have registered with the pool (their first heartbeat)."""

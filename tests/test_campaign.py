@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 from conftest import row
 
+from moviegen import pipeline
 from moviegen.media import probe
 from moviegen.publish import MANIFEST_SCHEMA, REJECTED_SCHEMA, OutputRoot, sha256_file
 
@@ -34,9 +36,26 @@ def first_run(tmp_path_factory, prefect_api, tiny_model):
     catalog = base / "catalog.parquet"
     write_catalog(ROWS, str(catalog))
     config = base / "moviegen.yaml"
-    config.write_text("generation:\n  steps: 2\n")
+    config.write_text("generation:\n  steps: 2\nrender_workers: 1\n")
     out = base / "out"
-    result = campaign(catalog=str(catalog), out=str(out), config=str(config))
+    # Count the renditions in progress at once: the flow submits all three to its task runner's 16 threads.
+    inside, lock = {"now": 0, "most": 0}, threading.Lock()
+    real = pipeline._render_and_publish
+
+    def counted(*args, **kwargs):
+        with lock:
+            inside["now"] += 1
+            inside["most"] = max(inside["most"], inside["now"])
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                inside["now"] -= 1
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "_render_and_publish", counted)
+        result = campaign(catalog=str(catalog), out=str(out), config=str(config))
+    result["most_renditions_at_once"] = inside["most"]
     return catalog, config, out, result
 
 
@@ -61,6 +80,11 @@ def test_every_valid_row_and_channel_is_published(first_run):
         assert info.fps == 30 and info.frames == round(duration * 30)
         assert abs(info.duration_s - duration) < 0.05
         assert info.video_codec == "h264" and info.audio_codec == "aac" and info.audio_rate == 48000
+
+
+def test_renditions_are_made_render_workers_at_a_time(first_run):
+    # More at once would only take the cores from the generation running beside them.
+    assert first_run[3]["most_renditions_at_once"] == 1
 
 
 def test_manifest_rows_match_the_files(first_run):
