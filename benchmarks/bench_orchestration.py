@@ -100,6 +100,10 @@ def orchestration(clips: int, repeats: int) -> dict:
         "prefect_s": prefect,
         "api_start_s": statistics.median(r["api_start"] for r in results["prefect"]),
         "overhead_per_clip_s": (prefect - plain) / clips,
+        # Run i of each mode ran back to back: their difference is the least noisy figure.
+        "paired_per_clip_s": [
+            (p["wall"] - q["wall"]) / clips for p, q in zip(results["prefect"], results["plain"], strict=True)
+        ],
         "model_loads": [r["model_loads"] for r in results["plain"] + results["prefect"]],
     }
 
@@ -146,6 +150,7 @@ def main() -> None:
     print(f"  plain loop          {o['plain_s']:.1f} s (median)")
     print(f"  Prefect flow        {o['prefect_s']:.1f} s (median; API start-up {o['api_start_s']:.1f} s not included)")
     print(f"  overhead per clip   {o['overhead_per_clip_s']:+.3f} s   (goal < 0.25 s)")
+    print(f"  per pair of runs    {', '.join(f'{x:+.3f}' for x in o['paired_per_clip_s'])} s per clip")
     loads = {json.dumps(m, sort_keys=True) for m in o["model_loads"]}
     print(f"  model loads per run {', '.join(sorted(loads))}   (goal: 1 per model)")
 
