@@ -123,7 +123,7 @@ def bench_demo(catalog: str, rows: int | None) -> dict[str, float]:
         specs = validation.specs[:rows] if rows else validation.specs
         plan = plan_campaign(specs, ctx)
         masters = []
-        for batch in make_batches([clip for clip, _ in plan.todo], ctx.settings.generation.batch_size):
+        for batch in make_batches([clip for clip, _ in plan.todo], ctx):
             masters += generate_masters(batch, ctx)
     generation = sum(m.seconds for m in masters)
     gate = sum(m.gate_seconds for m in masters)

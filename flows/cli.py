@@ -315,6 +315,7 @@ def plan(
 ) -> None:
     """Estimate GPU time, wall time and the shard layout of a campaign before spending it (no model is loaded)."""
     from moviegen.costs import load_cost_model
+    from moviegen.generate import grouping_batch_size
     from moviegen.presets import channel_presets, styles
     from moviegen.publish import OutputRoot
     from moviegen.safety.prompt import screen_catalog
@@ -334,7 +335,7 @@ def plan(
     validation = screen_catalog(validation, policies).validation
     cost = load_cost_model(OutputRoot(settings.out), device)
     items = [work_item(spec, spec.channels, settings, presets, cost) for spec in validation.specs]
-    layout = plan_shards(items, shards or workers, settings.generation.batch_size, cost, workers=workers)
+    layout = plan_shards(items, shards or workers, grouping_batch_size(settings.generation), cost, workers=workers)
     by_model: dict[str, dict] = {}
     for item in items:
         entry = by_model.setdefault(item.model, {"clips": 0, "gpu_s": 0.0, "rate": vars(cost.rate(item.model))})

@@ -32,6 +32,7 @@ from prefect.states import Cancelling
 
 from moviegen.config import ScaleOutSettings
 from moviegen.costs import SHARD, TIMINGS_SCHEMA, load_cost_model, timing_row
+from moviegen.generate import grouping_batch_size
 from moviegen.pipeline import CampaignPlan, Master, Rendition, RunContext, make_batches
 from moviegen.publish import OutputRoot, published_renditions, utc_now
 from moviegen.shards import (
@@ -63,7 +64,7 @@ def generate_and_render(plan: CampaignPlan, ctx: RunContext) -> tuple[list[Maste
     loads = load_models_task(clips, ctx) if clips else {}
     masters: list[Master] = []
     pending: list[PrefectFuture[list[Rendition]]] = []
-    for batch in make_batches(clips, ctx.settings.generation.batch_size):
+    for batch in make_batches(clips, ctx):
         made = generate_batch_task(batch, ctx)
         masters.extend(made)
         pending.append(render_batch_task.submit([(m, channels_by_key[m.clip.clip_key]) for m in made], ctx))
@@ -220,7 +221,7 @@ def run_distributed(
 
     # 2. Cut.
     count = scaleout.shards or max(1, online_workers(scaleout.work_pool))
-    layout = plan_shards(items, count, settings.generation.batch_size, cost)
+    layout = plan_shards(items, count, grouping_batch_size(settings.generation), cost)
 
     # 3. Write and run: parameters are URIs and flags, never pixels.
     urls = write_shard_catalogs(catalog, layout, ctx.out, ctx.run_id)

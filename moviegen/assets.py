@@ -29,7 +29,7 @@ from moviegen.config import DEFAULT_INPUT_SCHEMES
 from moviegen.media import ffprobe_binary
 from moviegen.redact import redact_text, redact_uri
 
-AssetKind = Literal["logo", "music", "lut", "image", "video"]
+AssetKind = Literal["logo", "music", "lut", "image", "video", "lora"]
 
 # Schemes fsspec may fetch from by default (settings ``inputs.allowed_schemes``). Local paths need
 # none (or file://); memory:// serves tests.
@@ -40,8 +40,16 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "lut": (".cube",),
     "image": (".png", ".jpg", ".jpeg", ".webp"),
     "video": (".mp4", ".mov", ".m4v", ".mkv", ".webm"),
+    "lora": (".safetensors",),  # never pickle: a .bin or .pt adapter can run code when loaded
 }
-MAX_BYTES = {"logo": 20 * 2**20, "music": 200 * 2**20, "lut": 20 * 2**20, "image": 50 * 2**20, "video": 500 * 2**20}
+MAX_BYTES = {
+    "logo": 20 * 2**20,
+    "music": 200 * 2**20,
+    "lut": 20 * 2**20,
+    "image": 50 * 2**20,
+    "video": 500 * 2**20,
+    "lora": 2 * 2**30,  # LightX2V's rank-64 14B adapter is 631 MB
+}
 # ffprobe format names accepted for a source clip (no playlists, image sequences or raw streams).
 VIDEO_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"}
 MAX_VIDEO_SIDE = 4096
@@ -235,7 +243,23 @@ def _check_content(path: Path, kind: str, uri: str) -> str | None:
     if kind == "lut":
         read_cube_size(path, uri)
         return None
+    if kind == "lora":
+        _check_safetensors(path, uri)
+        return None
     return _probe_audio_format(path, uri)
+
+
+def _check_safetensors(path: Path, uri: str) -> None:
+    """A LoRA file must be a readable safetensors file holding tensors (its header is checked, not its values)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            names = list(f.keys())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AssetError(f"lora {uri!r} is not a safetensors file ({exc}): save the adapter with safetensors") from None
+    if not names:
+        raise AssetError(f"lora {uri!r} holds no tensors")
 
 
 def read_cube_size(path: Path, uri: str = "") -> int:

@@ -50,6 +50,8 @@ LOOK_NUMBERS = {
 LOOK_CHOICES = {"motion": ("duplicate", "blend", "interpolate"), "extend": ("loop", "hold")}
 MIN_EDIT_STRENGTH = 0.05
 MAX_BEST_OF = 8
+MAX_LORAS = 4
+MIN_LORA_SCALE, MAX_LORA_SCALE = -4.0, 4.0  # the range generation.loras takes too
 # A catalog is text and links; bigger than this is a mistake or an attack (a decompression bomb).
 MAX_CATALOG_ROWS = 1_000_000
 MAX_CATALOG_BYTES = 1 << 30
@@ -113,6 +115,11 @@ COLUMNS: tuple[Column, ...] = (
         f"With source_video: how far the edit may move from the clip, {MIN_EDIT_STRENGTH:g}-1 (default 0.6).",
     ),
     Column("audio_prompt", pa.string(), False, "", "A soundtrack to generate (text-to-audio), mixed under the video."),
+    Column(
+        "loras", pa.list_(pa.struct([("uri", pa.string()), ("scale", pa.float64())])), False, (),
+        f"LoRA adapters (.safetensors path or URL, scale {MIN_LORA_SCALE:g} to {MAX_LORA_SCALE:g}, default 1) "
+        "applied after generation.loras; a list of {uri, scale} or of URIs.",
+    ),
     Column(
         "best_of", pa.int32(), False, 1,
         f"Generate 1-{MAX_BEST_OF} candidates (seed, seed+1, ...) and keep the one that best matches the prompt.",
@@ -315,6 +322,7 @@ def validate_catalog(
                 edit_strength=values["edit_strength"],
                 audio_prompt=values["audio_prompt"].strip(),
                 best_of=values["best_of"],
+                loras=values["loras"],
                 extra={n: _jsonable(data[n][i]) for n in extra_names},
             )
         )
@@ -443,6 +451,31 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
 
         return check
 
+    def lora_list(raw: Any, col: Column) -> tuple[Any, str | None, str]:
+        if raw is None:
+            return (), None, _OK
+        if isinstance(raw, str) or not isinstance(raw, list | tuple):
+            return None, f"{col.name} must be a list of {{uri, scale}} (or of URIs), got {_describe(raw)}", "type"
+        if len(raw) > MAX_LORAS:
+            return None, f"{col.name} lists {len(raw)} adapters; use {MAX_LORAS} at most", "too_many"
+        adapters = []
+        for i, item in enumerate(raw):
+            entry = {"uri": item, "scale": None} if isinstance(item, str) else item
+            if not isinstance(entry, dict) or not isinstance(entry.get("uri"), str) or not entry["uri"].strip():
+                return None, f"{col.name}[{i}] needs a uri (a .safetensors path or URL), got {_describe(item)}", "type"
+            scale = 1.0 if entry.get("scale") is None else entry["scale"]
+            if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
+                return None, f"{col.name}[{i}].scale must be a number, got {_describe(scale)}", "type"
+            if not MIN_LORA_SCALE <= scale <= MAX_LORA_SCALE:
+                message = f"{col.name}[{i}].scale {scale:g} is outside {MIN_LORA_SCALE:g} to {MAX_LORA_SCALE:g}"
+                return None, message, "out_of_range"
+            value = entry["uri"].strip()
+            problem = check_uri(value, "lora", policy)
+            if problem:
+                return None, f"{col.name}[{i}] {_clip(redact_uri(value), 60)!r}: {problem}", "uri"
+            adapters.append((value, float(scale)))
+        return tuple(adapters), None, _OK
+
     def uri(kind: str, names: Iterable[str] = ()) -> _Check:
         named = set(names)
 
@@ -491,6 +524,7 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
         "edit_strength": number(MIN_EDIT_STRENGTH, 1.0, integer=False),
         "audio_prompt": text(MAX_PROMPT_CHARS),
         "best_of": number(1, MAX_BEST_OF, integer=True),
+        "loras": lora_list,
     }
 
 

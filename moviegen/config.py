@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 TINY_MODEL_ID = "moviegen/tiny-wan"
@@ -32,17 +32,43 @@ def default_config_dir() -> Path:
     return Path(base) / "moviegen"
 
 
+CacheName = Literal["none", "first_block", "mag", "taylorseer", "faster"]
+
+
+class LoraSettings(BaseModel):
+    """One LoRA adapter: a safetensors file (any URI the input policy allows) and how strongly it applies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(min_length=1, description="The adapter's .safetensors file (path or URI).")
+    scale: float = Field(1.0, ge=-4.0, le=4.0, description="How strongly the adapter applies (1.0: as trained).")
+
+
 class GenerationSettings(BaseModel):
     """How clips are generated; per-row catalog columns override the model defaults."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(TINY_MODEL_ID, description="Default model: a registry name, hub id or local folder.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    batch_size: int = Field(4, ge=1, le=64, description="Most clips per pipeline call.")
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = Field(
+        "auto",
+        description="Most clips per pipeline call. auto: one on a GPU for full-size models (batching buys no "
+        "throughput there and costs its memory), 4 for the tiny built-in models (faster on a CPU).",
+    )
+    deterministic: bool = Field(
+        False,
+        description="Bit-identical reruns: one clip per call and deterministic algorithms (on CUDA a clip's "
+        "pixels otherwise depend slightly on the batch it ran in). Costs the batching speed-up.",
+    )
     steps: int | None = Field(None, ge=1, le=200, description="Overrides the model's default steps.")
     allow_pickle: bool = Field(False, description="Allow non-safetensors weights (unsafe).")
+    loras: list[LoraSettings] = Field(
+        default_factory=list, description="LoRA adapters applied to every clip (a row's `loras` come after these)."
+    )
     # GPU efficiency options (docs/models.md says when to use each). Each applies only where it
-    # can: offload and torch.compile on CUDA; VAE tiling and the step cache on every device.
+    # can: offload, torch.compile and float8 on CUDA; VAE tiling and the step caches on every device.
     offload: Literal["none", "model", "sequential", "group"] = Field(
         "none",
         description="CUDA memory: model = whole models move to the GPU in turn; sequential = layer by layer "
@@ -50,12 +76,48 @@ class GenerationSettings(BaseModel):
     )
     vae_tiling: bool = Field(False, description="Decode (and encode) frames in overlapping tiles: less memory, 720p+.")
     compile: bool = Field(False, description="torch.compile the transformer's repeated blocks (CUDA only).")
-    cache: Literal["none", "first_block"] = Field(
-        "none", description="Reuse transformer outputs across denoising steps (First Block Cache): faster, approximate."
+    attention_backend: str | None = Field(
+        None,
+        description="diffusers' attention backend for the transformer (none: let PyTorch choose, which picked "
+        "cuDNN attention on an H200 and was the fastest measured there).",
+    )
+    cache: CacheName = Field(
+        "none",
+        description="Reuse transformer outputs across denoising steps (faster, approximate): first_block "
+        "(First Block Cache), mag (MagCache), taylorseer (TaylorSeer), faster (FasterCache).",
     )
     cache_threshold: float = Field(
-        0.05, gt=0.0, le=1.0, description="First Block Cache: how much the first block may change before recomputing."
+        0.05, gt=0.0, le=1.0, description="first_block and mag: how much may change before recomputing."
     )
+    cache_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Further settings of the chosen cache, by diffusers' names (e.g. taylorseer: cache_interval).",
+    )
+    quantize: Literal["none", "float8"] = Field(
+        "none", description="float8: the transformer's weights in float8 through torchao (CUDA, optional extra)."
+    )
+
+    @field_validator("attention_backend")
+    @classmethod
+    def _known_backend(cls, backend: str | None) -> str | None:
+        if backend is None:
+            return None
+        from diffusers.models.attention_dispatch import AttentionBackendName  # late: diffusers is heavy
+
+        names = [b.value for b in AttentionBackendName]
+        if backend not in names:
+            raise ValueError(f"unknown attention backend {backend!r}; diffusers has {', '.join(names)}")
+        return backend
+
+    @model_validator(mode="after")
+    def _cache_options_known(self) -> GenerationSettings:
+        from moviegen.models.caches import cache_config  # late: it imports diffusers
+
+        if self.cache_options and self.cache == "none":
+            raise ValueError("cache_options is set but cache is none: choose a cache (first_block, mag, ...)")
+        if self.cache != "none":
+            cache_config(self.cache, self.cache_threshold, self.cache_options, steps=self.steps or 50)
+        return self
 
 
 class AudioSettings(BaseModel):

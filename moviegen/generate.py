@@ -123,9 +123,9 @@ class GenerationRequest:
 class PipelineOptions:
     """GPU efficiency options applied when a pipeline is loaded (see GenerationSettings for each).
 
-    ``identity()`` names the ones that change pixels (the step cache approximates, tiled decoding
-    blends tile seams): they are part of every clip_key made with them. Offload and compile only
-    change speed and memory.
+    ``identity()`` names the ones that change pixels (a step cache approximates, tiled decoding
+    blends tile seams, float8 weights round): they are part of every clip_key made with them.
+    Offload, compile and the attention backend only change speed and memory.
     """
 
     offload: str = "none"
@@ -133,6 +133,9 @@ class PipelineOptions:
     compile: bool = False
     cache: str = "none"
     cache_threshold: float = 0.05
+    cache_options: tuple[tuple[str, Any], ...] = ()  # sorted (name, value) pairs: hashable, order-free
+    attention_backend: str | None = None
+    quantize: str = "none"
 
     @classmethod
     def from_settings(cls, settings: Any) -> PipelineOptions:
@@ -142,15 +145,86 @@ class PipelineOptions:
             compile=settings.compile,
             cache=settings.cache,
             cache_threshold=settings.cache_threshold,
+            cache_options=tuple(sorted((k, _hashable(v)) for k, v in settings.cache_options.items())),
+            attention_backend=settings.attention_backend,
+            quantize=settings.quantize,
         )
 
     def identity(self) -> tuple[tuple[str, str], ...]:
         ident: list[tuple[str, str]] = []
         if self.cache != "none":
-            ident.append(("cache", f"{self.cache}:{self.cache_threshold:g}"))
+            # First Block Cache alone keeps the identity it always had (its clip_keys stay valid).
+            settings = "".join(f",{k}={v}" for k, v in self.cache_options)
+            ident.append(("cache", f"{self.cache}:{self.cache_threshold:g}{settings}"))
         if self.vae_tiling:
             ident.append(("vae_tiling", "on"))
+        if self.quantize != "none":
+            ident.append(("quantize", self.quantize))
         return tuple(ident)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+# Clips per pipeline call with ``batch_size: auto`` on the tiny built-in models: batches of 4 made
+# them 1.26-1.71x faster per clip on a 2-core CPU (benchmarks/bench_orchestration.py). Full-size video
+# transformers get one clip per call: on an H200 a batch of 2 gave 0.97x the throughput of one at
+# 1.7x the memory, so batching only costs there.
+AUTO_TINY_BATCH = 4
+
+
+def batch_size_for(settings: Any, device: Device, ref: ModelRef) -> int:
+    """Clips per pipeline call on this machine: ``generation.batch_size``, or what ``auto`` resolves to.
+
+    ``deterministic`` always means one clip per call: on CUDA a clip's pixels depend slightly on the
+    batch it runs in, so only one clip per call gives the same pixels on every rerun.
+    """
+    if settings.deterministic:
+        return 1
+    if settings.batch_size != "auto":
+        return int(settings.batch_size)
+    return AUTO_TINY_BATCH if ref.is_tiny else 1
+
+
+def grouping_batch_size(settings: Any) -> int:
+    """How many clips of one batch key a shard plan keeps together, before any worker's device is known.
+
+    A number is used as is; ``auto`` keeps up to ``AUTO_TINY_BATCH`` alike clips on one worker, which
+    then cuts them into the calls its own device takes (``batch_size_for``).
+    """
+    if settings.deterministic:
+        return 1
+    return AUTO_TINY_BATCH if settings.batch_size == "auto" else int(settings.batch_size)
+
+
+def use_deterministic_algorithms(device: Device) -> None:
+    """Ask torch for deterministic kernels (process-wide), for ``generation.deterministic``.
+
+    cuBLAS reads CUBLAS_WORKSPACE_CONFIG when a handle is created: set it in the worker's environment
+    for certainty; it is set here too for handles created later. Ops without a deterministic
+    implementation warn rather than fail (``warn_only``), so a clip is never lost to this setting.
+    """
+    import torch
+
+    if device.name.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """A LoRA adapter a clip asked for: its fetched safetensors file (by content) and scale."""
+
+    sha256: str
+    scale: float
+    path: str = field(default="", compare=False)  # where the local copy is; says nothing of the content
+    uri: str = field(default="", compare=False)  # what the catalog or configuration named (for the records)
+
+    def identity(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "scale": self.scale}
 
 
 class ModelLoadError(RuntimeError):
@@ -160,7 +234,9 @@ class ModelLoadError(RuntimeError):
 class PipelineCache:
     """Loads each model at most once per process and hands out the same pipeline afterwards.
 
-    ``loads`` counts real loads per model location, so runs and benchmarks can check reuse.
+    ``loads`` counts real loads per model location, so runs and benchmarks can check reuse. A
+    pipeline with LoRA adapters is an entry of its own, loaded afresh: derived pipelines share their
+    modules, and an adapter loaded into a shared transformer would reach rows that did not ask for it.
     """
 
     def __init__(self) -> None:
@@ -177,23 +253,27 @@ class PipelineCache:
         allow_pickle: bool = False,
         task: str = "t2v",
         options: PipelineOptions | None = None,
+        loras: tuple[LoraAdapter, ...] = (),
     ) -> Any:
-        """The pipeline that runs ``task`` on ``ref``'s weights, loading the weights at most once."""
+        """The pipeline that runs ``task`` on ``ref``'s weights (with ``loras``), loading the weights at most once."""
         options = options or PipelineOptions()
-        base_key = (ref.location, device.name, device.dtype_name, options)
+        base_key = (ref.location, device.name, device.dtype_name, options, loras)
         with self._lock:
             if base_key not in self._pipes:
                 pipe = load_pipeline(ref, device, cache_dir, allow_pickle)
+                if loras:
+                    load_loras(pipe, loras)
                 self.notes += apply_pipeline_options(pipe, device, options)
                 self._pipes[base_key] = pipe
                 self.loads[ref.location] += 1
             base = self._pipes[base_key]
             cls_name = ref.pipeline_for(task)
-            if cls_name == type(base).__name__:
+            shift = ref.info.scheduler_shift
+            if cls_name == type(base).__name__ and shift is None:
                 return base
-            key = (*base_key, cls_name)
+            key = (*base_key, cls_name, shift)
             if key not in self._pipes:
-                self._pipes[key] = derive_pipeline(base, cls_name, device, options)
+                self._pipes[key] = derive_pipeline(base, cls_name, device, options, scheduler_shift=shift)
             return self._pipes[key]
 
     def clear(self) -> None:
@@ -315,56 +395,104 @@ def _load_errors(requested: str, location: str) -> Iterator[None]:
         raise ModelLoadError(f"cannot load model {requested!r}: {exc}") from exc
 
 
-def derive_pipeline(base: Any, pipeline_class: str, device: Device, options: PipelineOptions) -> Any:
-    """Another task's pipeline over the same loaded components (no weights copied, none loaded).
+def derive_pipeline(
+    base: Any, pipeline_class: str, device: Device, options: PipelineOptions, scheduler_shift: float | None = None
+) -> Any:
+    """Another task's pipeline (or the same one with its own scheduler shift) over the loaded components.
 
-    Built directly rather than with ``from_pipe``, which would cast every shared module to one dtype
-    (Wan keeps its VAE in float32). Offload hooks are set again for the new pipeline's own order.
+    No weights are copied or loaded. Built directly rather than with ``from_pipe``, which would cast
+    every shared module to one dtype (Wan keeps its VAE in float32). A distilled registry entry's
+    ``scheduler_shift`` gets a scheduler of its own, so the base model's rows keep theirs.
     """
     import diffusers
 
     cls = getattr(diffusers, pipeline_class)
     accepted = inspect.signature(cls.__init__).parameters
-    pipe = cls(**{name: module for name, module in base.components.items() if name in accepted})
+    components = {name: module for name, module in base.components.items() if name in accepted}
+    if scheduler_shift is not None and "scheduler" in components:
+        components["scheduler"] = shifted_scheduler(components["scheduler"], scheduler_shift)
+    pipe = cls(**components)
     pipe.set_progress_bar_config(disable=True)
     if options.offload != "none" and device.name.startswith("cuda"):
-        _offload(pipe, device, options.offload)
+        offload_derived(pipe, device, options.offload)
     return pipe
+
+
+def shifted_scheduler(scheduler: Any, shift: float) -> Any:
+    """A copy of a flow-matching scheduler with another timestep shift (``shift`` or ``flow_shift``)."""
+    config = dict(scheduler.config)
+    name = "flow_shift" if "flow_shift" in config else "shift"
+    if name not in config:
+        raise ModelLoadError(f"{type(scheduler).__name__} has no timestep shift to set (scheduler_shift {shift})")
+    return type(scheduler).from_config({**config, name: shift})
+
+
+def offload_derived(pipe: Any, device: Device, mode: str) -> None:
+    """Offload hooks for a derived pipeline, whose modules are those of the loaded one.
+
+    Model and sequential offload hooks belong to the pipeline (they follow its own order of models),
+    so they are set again. Group offload hooks belong to each module and are already there: setting
+    them again fails ("Hook with name lazy_prefetch_group_offloading already exists"), so only modules
+    that have none get them.
+    """
+    if mode != "group":
+        _offload(pipe, device, mode)
+        return
+    from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+    for name, module in pipe.components.items():
+        if _is_torch_module(module) and not _is_group_offload_enabled(module):
+            log.info("group offload for %s of the derived %s", name, type(pipe).__name__)
+            _group_offload_module(module, device)
+
+
+def _is_torch_module(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.nn.Module)
 
 
 def apply_pipeline_options(pipe: Any, device: Device, options: PipelineOptions) -> list[str]:
     """Move the pipeline to its device (or offload it) and apply the GPU efficiency options.
 
-    Each option applies only where it can: offload and torch.compile on CUDA (skipped elsewhere, with
-    a note), VAE tiling and the First Block Cache everywhere. Returns the notes of what was skipped.
+    Each option applies only where it can: offload, torch.compile and float8 weights on CUDA
+    (skipped elsewhere, with a note), VAE tiling, the step caches and the attention backend
+    everywhere. Returns the notes of what was skipped.
     """
     notes: list[str] = []
     cuda = device.name.startswith("cuda")
     name = type(pipe).__name__
-    # 1. Placement: on the device, or offloaded to the CPU between uses.
+    transformer = getattr(pipe, "transformer", None)
+    # 1. Weights: float8 through torchao before placement, so only the quantized weights reach the GPU.
+    if options.quantize == "float8":
+        notes += quantize_float8(transformer, device, name)
+    # 2. Placement: on the device, or offloaded to the CPU between uses.
     if options.offload != "none" and not cuda:
         notes.append(f"offload={options.offload} applies to CUDA only: {name} runs on {device.name} as is")
     if options.offload != "none" and cuda:
         _offload(pipe, device, options.offload)
     else:
         pipe.to(device.name)
-    # 2. VAE tiling: decode (and encode) in overlapping tiles, so 720p+ frames fit in less memory.
+    # 3. VAE tiling: decode (and encode) in overlapping tiles, so 720p+ frames fit in less memory.
     vae = getattr(pipe, "vae", None)
     if options.vae_tiling:
         if hasattr(vae, "enable_tiling"):
             vae.enable_tiling()
         else:
             notes.append(f"vae_tiling: {name}'s VAE has no tiled mode")
-    # 3. Step cache: reuse the transformer's output while its first block barely changes between steps.
-    transformer = getattr(pipe, "transformer", None)
-    if options.cache == "first_block":
-        if hasattr(transformer, "enable_cache"):
-            from diffusers import FirstBlockCacheConfig
-
-            transformer.enable_cache(FirstBlockCacheConfig(threshold=options.cache_threshold))
+    # 4. Attention backend: diffusers' dispatcher (none: PyTorch's SDPA picks, cuDNN on an H200).
+    if options.attention_backend:
+        if hasattr(transformer, "set_attention_backend"):
+            transformer.set_attention_backend(options.attention_backend)
         else:
-            notes.append(f"cache=first_block: {name}'s transformer does not support diffusers' cache hooks")
-    # 4. torch.compile: worth its compile time on CUDA only; repeated blocks compile once and are reused.
+            notes.append(f"attention_backend: {name}'s transformer does not take diffusers' attention backends")
+    # 5. Step cache: reuse the transformer's outputs across denoising steps (moviegen.models.caches).
+    if options.cache != "none":
+        if hasattr(transformer, "enable_cache"):
+            enable_step_cache(pipe, options, steps=None)
+        else:
+            notes.append(f"cache={options.cache}: {name}'s transformer does not support diffusers' cache hooks")
+    # 6. torch.compile: worth its compile time on CUDA only; repeated blocks compile once and are reused.
     if options.compile:
         if not cuda:
             notes.append(f"compile applies to CUDA only: {name} runs uncompiled on {device.name}")
@@ -377,22 +505,126 @@ def apply_pipeline_options(pipe: Any, device: Device, options: PipelineOptions) 
     return notes
 
 
-def _offload(pipe: Any, device: Device, mode: str) -> None:
-    import torch
+def enable_step_cache(pipe: Any, options: PipelineOptions, steps: int | None) -> None:
+    """Turn the configured step cache on for the pipeline's transformer (again, when the steps changed).
 
+    MagCache's config depends on the call's step count: it is set when the first call's steps are
+    known (``steps`` None defers it) and again whenever they change.
+    """
+    from moviegen.models.caches import steps_dependent
+
+    transformer = pipe.transformer
+    if not steps_dependent(options.cache):
+        if getattr(transformer, "_cache_config", None) is None:
+            transformer.enable_cache(_cache_config_of(pipe, options, 50))
+        transformer._moviegen_cache = options
+        return
+    transformer._moviegen_cache = options
+    if steps is None or getattr(transformer, "_moviegen_cache_steps", None) == steps:
+        return
+    if getattr(transformer, "_cache_config", None) is not None:
+        transformer.disable_cache()
+    transformer.enable_cache(_cache_config_of(pipe, options, steps))
+    transformer._moviegen_cache_steps = steps
+
+
+def _cache_config_of(pipe: Any, options: PipelineOptions, steps: int) -> Any:
+    from moviegen.models.caches import cache_config
+
+    return cache_config(
+        options.cache,
+        options.cache_threshold,
+        {k: list(v) if isinstance(v, tuple) else v for k, v in options.cache_options},
+        steps=steps,
+        current_timestep=lambda: int(getattr(pipe, "current_timestep", 0) or 0),
+    )
+
+
+def quantize_float8(transformer: Any, device: Device, name: str) -> list[str]:
+    """Float8 weights (per-row scales, bf16 compute) for the transformer through torchao, on CUDA only."""
+    if not device.name.startswith("cuda"):
+        return [f"quantize=float8 applies to CUDA only: {name} keeps its {device.dtype_name} weights on {device.name}"]
+    try:
+        from torchao.quantization import Float8WeightOnlyConfig, quantize_
+    except ImportError:
+        raise ModelLoadError(
+            "quantize: float8 needs torchao: pip install 'moviegen[float8]' (or set generation.quantize: none)"
+        ) from None
+    quantize_(transformer, Float8WeightOnlyConfig())
+    return []
+
+
+def load_loras(pipe: Any, loras: tuple[LoraAdapter, ...]) -> None:
+    """Load LoRA adapters (safetensors files) with diffusers' LoRA loader and set their scales.
+
+    Needs the pipeline family's LoRA loader mixin (Wan, LTX-Video and CogVideoX have one) and peft.
+    """
+    if not hasattr(pipe, "load_lora_weights"):
+        raise ModelLoadError(f"{type(pipe).__name__} cannot load LoRA adapters: remove loras for this model")
+    names = []
+    for i, lora in enumerate(loras):
+        name = f"lora{i}_{lora.sha256[:12]}"
+        try:
+            pipe.load_lora_weights(lora.path, adapter_name=name, use_safetensors=True)
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(
+                f"LoRA {lora.uri or lora.path} does not fit {type(pipe).__name__}: {exc}. Use an adapter trained for "
+                "this model"
+            ) from None
+        names.append(name)
+    pipe.set_adapters(names, [lora.scale for lora in loras])
+
+
+def frames_per_call_limit(pipe: Any) -> int | None:
+    """The most frames one call of this pipeline can make, from its transformer's own configuration.
+
+    Wan's rotary embedding covers ``rope_max_seq_len`` latent frames (4 video frames each, after the
+    first): beyond that its positions run out ("shape '[41, 1, 1, -1]' is invalid"). Other families
+    have no such limit in their configuration (None).
+    """
+    config = getattr(getattr(pipe, "transformer", None), "config", None)
+    rope = getattr(config, "rope_max_seq_len", None)
+    if rope is None:
+        return None
+    patch_t = (getattr(config, "patch_size", None) or (1,))[0]
+    ratio = getattr(getattr(getattr(pipe, "vae", None), "config", None), "scale_factor_temporal", None)
+    ratio = ratio or getattr(pipe, "vae_scale_factor_temporal", 4)
+    return (int(rope) * int(patch_t) - 1) * int(ratio) + 1
+
+
+def _offload(pipe: Any, device: Device, mode: str) -> None:
     if mode == "model":
         pipe.enable_model_cpu_offload(device=device.name)
     elif mode == "sequential":
         pipe.enable_sequential_cpu_offload(device=device.name)
     elif mode == "group":
-        pipe.enable_group_offload(
+        for module in pipe.components.values():
+            if _is_torch_module(module):
+                _group_offload_module(module, device)
+    else:
+        raise ValueError(f"unknown offload mode {mode!r}: use none, model, sequential or group")
+
+
+def _group_offload_module(module: Any, device: Device) -> None:
+    """Leaf-level group offload of one module, prefetching on a CUDA stream where there is one."""
+    import torch
+    from diffusers.hooks import apply_group_offloading
+
+    if hasattr(module, "enable_group_offload"):  # diffusers models
+        module.enable_group_offload(
             onload_device=torch.device(device.name),
             offload_device=torch.device("cpu"),
             offload_type="leaf_level",
-            use_stream=True,
+            use_stream=device.name.startswith("cuda"),
         )
-    else:
-        raise ValueError(f"unknown offload mode {mode!r}: use none, model, sequential or group")
+    else:  # transformers' text and image encoders
+        apply_group_offloading(
+            module,
+            onload_device=torch.device(device.name),
+            offload_device=torch.device("cpu"),
+            offload_type="leaf_level",
+            use_stream=device.name.startswith("cuda"),
+        )
 
 
 @contextmanager
@@ -509,6 +741,15 @@ def generate_batch(pipe: Any, requests: list[GenerationRequest], device: Device)
         # The image- and video-conditioned pipelines differ in how they pair one input with several
         # prompts (LTX and CogVideoX index it per prompt); one call per clip is right for all of them.
         return [clip for r in requests for clip in generate_batch(pipe, [r], device)]
+    limit = frames_per_call_limit(pipe)
+    if limit is not None and first.task != "v2v" and first.num_frames > limit:
+        raise ValueError(
+            f"{type(pipe).__name__} can make at most {limit} frames per call (its transformer's configuration); "
+            f"{first.num_frames} were asked for: lower the model's max_frames (longer rows are extended)"
+        )
+    options = getattr(getattr(pipe, "transformer", None), "_moviegen_cache", None)
+    if options is not None:  # MagCache is set for each call's step count
+        enable_step_cache(pipe, options, first.steps)
     generator_device = "cpu" if device.name == "mps" else device.name
     generators = [torch.Generator(generator_device).manual_seed(r.seed) for r in requests]
     kwargs = call_arguments(pipe, first)

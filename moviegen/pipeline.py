@@ -40,10 +40,13 @@ from moviegen.generate import (
     Device,
     GeneratedClip,
     GenerationRequest,
+    LoraAdapter,
     PipelineOptions,
+    batch_size_for,
     model_revision,
     pick_device,
     process_pipeline_cache,
+    use_deterministic_algorithms,
 )
 from moviegen.marking import BATCH_FRAMES, WatermarkPlan, WatermarkProcessor, mark_master, plan_watermark
 from moviegen.media import MediaError, write_master
@@ -81,6 +84,7 @@ from moviegen.publish import (
 )
 from moviegen.redact import redact_uri
 from moviegen.reliability import (
+    detached,
     failure_rule,
     generate_resilient,
     mark_interrupted_runs,
@@ -292,6 +296,9 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
             )
         except AudioModelError as exc:
             raise PlanError(str(exc), "audio_prompt") from None
+    options = PipelineOptions.from_settings(settings.generation).identity()
+    if info.scheduler_shift is not None:  # a distilled entry's sampling, on weights other entries share
+        options = (*options, ("scheduler_shift", f"{info.scheduler_shift:g}"))
     return ClipPlan(
         spec=spec,
         model=ref,
@@ -300,9 +307,28 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
         fps=info.fps,
         best_of=spec.best_of,
         scorer=scorer,
-        options=PipelineOptions.from_settings(settings.generation).identity(),
+        options=options,
         audio=audio,
+        loras=lora_adapters(spec, settings, ctx.work_dir / "assets"),
     )
+
+
+def lora_adapters(spec: ClipSpec, settings: Settings, asset_dir: Path) -> tuple[LoraAdapter, ...]:
+    """The configuration's LoRA adapters, then the row's, fetched under the input policy and checked.
+
+    Each is identified by its content hash and scale (part of the clip_key); raises AssetError
+    naming the column (``loras``) when one cannot be fetched or is not a safetensors file.
+    """
+    wanted = [(lora.uri, lora.scale) for lora in settings.generation.loras] + list(spec.loras)
+    policy = UriPolicy.from_settings(settings.inputs)
+    adapters = []
+    for uri, scale in wanted:
+        try:
+            asset = fetch_asset(uri, "lora", asset_dir, policy)
+        except AssetError as exc:
+            raise AssetError(str(exc), column="loras") from None
+        adapters.append(LoraAdapter(asset.sha256, scale, str(asset.path), uri))
+    return tuple(adapters)
 
 
 def generation_request(spec: ClipSpec, info: ModelInfo, settings: Settings) -> GenerationRequest:
@@ -488,14 +514,19 @@ def retire_rendition(row: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     return retired
 
 
-def make_batches(clips: Iterable[ClipPlan], batch_size: int) -> list[list[ClipPlan]]:
-    """Group clips that can share one pipeline call (same model, size, frames, steps, guidance)."""
+def make_batches(clips: Iterable[ClipPlan], ctx: RunContext) -> list[list[ClipPlan]]:
+    """Group clips that can share one pipeline call (same model, size, frames, steps, guidance, adapters).
+
+    Each group is cut into batches of the clips per call this machine's device takes for its model
+    (``generation.batch_size``, resolved by ``batch_size_for``).
+    """
     groups: dict[tuple[Any, ...], list[ClipPlan]] = defaultdict(list)
     for clip in clips:
         groups[clip.batch_key].append(clip)
     batches = []
     for group in groups.values():
-        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+        size = batch_size_for(ctx.settings.generation, ctx.device, group[0].model)
+        batches += [group[i : i + size] for i in range(0, len(group), size)]
     return batches
 
 
@@ -528,11 +559,13 @@ def load_models(clips: Iterable[ClipPlan], ctx: RunContext) -> dict[str, float]:
     cache = process_pipeline_cache()
     settings = ctx.settings.generation
     options = PipelineOptions.from_settings(settings)  # part of the cache key: load what generation will use
-    for clip in {c.model.location: c for c in clips}.values():
+    for clip in {(c.model.location, c.loras): c for c in clips}.values():
         started = time.perf_counter()
         loads_before = cache.loads[clip.model.location]
         try:
-            cache.get(clip.model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, options=options)
+            cache.get(
+                clip.model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, options=options, loras=clip.loras
+            )
         except Exception as exc:
             log.warning("model %s did not load ahead of generation: %s", clip.model.requested, exc)
             continue
@@ -561,18 +594,15 @@ def generate_masters(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
         else:
             needed.append(clip)
     if needed:
-        try:
-            results.update(_generate(needed, ctx))
-        except Exception as exc:
-            if len(needed) == 1:
-                results[needed[0].clip_key] = _failed(needed[0], "generate", exc)
-            else:
-                log.warning("batch of %d failed (%s); retrying clip by clip", len(needed), exc)
-                for clip in needed:
-                    try:
-                        results.update(_generate([clip], ctx))
-                    except Exception as single_exc:
-                        results[clip.clip_key] = _failed(clip, "generate", single_exc)
+        failure = _attempt(lambda: results.update(_generate(needed, ctx)))
+        if failure is not None and len(needed) == 1:
+            results[needed[0].clip_key] = _failed(needed[0], "generate", failure)
+        elif failure is not None:
+            log.warning("batch of %d failed (%s); retrying clip by clip", len(needed), failure)
+            for clip in needed:
+                single = _attempt(lambda clip=clip: results.update(_generate([clip], ctx)))
+                if single is not None:
+                    results[clip.clip_key] = _failed(clip, "generate", single)
     masters = add_soundtracks([results[clip.clip_key] for clip in batch], ctx)
     progress.advance("generate", len(batch))
     failed = sum(1 for m in masters if m.problem is not None and m.problem.stage == "generate")
@@ -581,30 +611,49 @@ def generate_masters(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
     return masters
 
 
+def _attempt(step: Any) -> BaseException | None:
+    """Run ``step``; its error, detached from the failed call's frames (so their tensors can be freed), or None."""
+    try:
+        step()
+    except Exception as exc:
+        return detached(exc)
+    return None
+
+
 def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
     """Generate every candidate of these clips (best-of-N: one per seed), keep each clip's best, gate it."""
     settings = ctx.settings.generation
     started = time.perf_counter()
     options = PipelineOptions.from_settings(settings)
     task = clips[0].request.task
+    if settings.deterministic:
+        use_deterministic_algorithms(ctx.device)
     pipe = process_pipeline_cache().get(
-        clips[0].model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, task=task, options=options
+        clips[0].model,
+        ctx.device,
+        ctx.settings.cache_dir,
+        settings.allow_pickle,
+        task=task,
+        options=options,
+        loras=clips[0].loras,
     )
     candidates = [replace(clip.request, seed=seed) for clip in clips for seed in clip.seeds]
-    outputs: list[GeneratedClip | BaseException] = []
-    fallbacks: list[str] = []
-    for i in range(0, len(candidates), settings.batch_size):
-        chunk = candidates[i : i + settings.batch_size]
-        outputs += generate_resilient(pipe, chunk, ctx.device, ctx.settings.retries.oom_fallback, fallbacks)
+    outputs: list[tuple[GeneratedClip | BaseException, tuple[str, ...]]] = []
+    size = batch_size_for(settings, ctx.device, clips[0].model)
+    for i in range(0, len(candidates), size):
+        chunk, notes = candidates[i : i + size], []
+        made = generate_resilient(pipe, chunk, ctx.device, ctx.settings.retries.oom_fallback, notes)
+        outputs += [(output, tuple(notes)) for output in made]
     seconds = (time.perf_counter() - started) / len(clips)
     masters = {}
     for clip in clips:
         mine, outputs = outputs[: clip.best_of], outputs[clip.best_of :]
-        error = next((o for o in mine if isinstance(o, BaseException)), None)
+        fallbacks = tuple(dict.fromkeys(note for _, notes in mine for note in notes))
+        error = next((o for o, _ in mine if isinstance(o, BaseException)), None)
         if error is not None:  # out of memory whatever the fall-back: this clip only is rejected
-            masters[clip.clip_key] = replace(_failed(clip, "generate", error), fallbacks=tuple(fallbacks))
+            masters[clip.clip_key] = replace(_failed(clip, "generate", error, tried=fallbacks), fallbacks=fallbacks)
             continue
-        generated = [o for o in mine if isinstance(o, GeneratedClip)]
+        generated = [o for o, _ in mine if isinstance(o, GeneratedClip)]
         chosen, scores = choose_candidate(clip, generated, ctx)
         output = generated[chosen]
         path = write_master(output.frames, clip.fps, master_path(clip, ctx))
@@ -614,7 +663,7 @@ def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
             seconds=seconds,
             nan_fraction=output.nan_fraction,
             seed=clip.seeds[chosen],
-            fallbacks=tuple(fallbacks),
+            fallbacks=fallbacks,
         )
         # The frames are still in memory: gating them here saves decoding the master again.
         master = check_frames(master, ctx, output.frames)
@@ -748,8 +797,16 @@ def _gate_frames(master: Master, ctx: RunContext, frames: np.ndarray | None) -> 
     return replace(master, path=None, problem=problem, gate_seconds=time.perf_counter() - started)
 
 
-def _failed(clip: ClipPlan, stage: str, exc: BaseException, channel: str | None = None) -> Master:
-    problem = clip_problem(clip, stage, failure_rule(exc), f"{type(exc).__name__}: {exc}", channel)
+def _failed(
+    clip: ClipPlan, stage: str, exc: BaseException, channel: str | None = None, tried: Sequence[str] = ()
+) -> Master:
+    """A clip that failed at ``stage``; ``tried`` names the fall-backs taken before giving up."""
+    message = f"{type(exc).__name__}: {exc}"
+    details: dict[str, Any] = {}
+    if tried:
+        message += " (tried: " + "; ".join(tried) + ")"
+        details["fallbacks"] = list(tried)
+    problem = clip_problem(clip, stage, failure_rule(exc), message, channel, **details)
     return Master(clip, None, problem=problem)
 
 
@@ -1003,6 +1060,7 @@ def publish_rendition(
         "rendition_key": planned.key,
         "watermark_payload": planned.mark.payload_hex,
         "model": clip.model.requested,
+        "loras": clip.loras_record(),
         "generator": f"moviegen {__version__}",
     }
     credentials = verdict.provenance.credentials
@@ -1033,6 +1091,7 @@ def publish_rendition(
         "c2pa_state": credentials["state"],
         "c2pa_signer": (credentials["signer"] or {}).get("common_name"),
         "label": label.text if label else None,
+        "loras": json.dumps(clip.loras_record()) if clip.loras else None,
     }
     record_intent(ctx.out, row)
     ctx.out.put_file(poster, *paths["poster"])
@@ -1249,7 +1308,7 @@ def run_campaign_plain(
     masters: list[Master] = []
     futures = []
     with ThreadPoolExecutor(max_workers=BATCHES_IN_FLIGHT) as pool:
-        for batch in make_batches([clip for clip, _ in plan.todo], settings.generation.batch_size):
+        for batch in make_batches([clip for clip, _ in plan.todo], ctx):
             made = generate_masters(batch, ctx)
             masters.extend(made)
             futures.append(pool.submit(render_batch, [(m, channels_by_key[m.clip.clip_key]) for m in made], ctx))

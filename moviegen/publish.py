@@ -63,6 +63,8 @@ MANIFEST_SCHEMA = pa.schema(
         ("c2pa_state", pa.string()),
         ("c2pa_signer", pa.string()),
         ("label", pa.string()),
+        # LoRA adapters (JSON list of {name, sha256, scale}); null without any, and in older parts.
+        ("loras", pa.string()),
     ]
 )
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from moviegen.generate import GenerationRequest
+from moviegen.generate import GenerationRequest, LoraAdapter
 from moviegen.models.registry import ModelRef
 from moviegen.redact import redact_text, redact_value
 
@@ -46,6 +46,7 @@ class ClipSpec:
     edit_strength: float | None = None  # how far the edit may move from the source (0-1)
     audio_prompt: str = ""  # a soundtrack to generate and mix under the video
     best_of: int = 1  # candidates generated (seeds seed..seed+N-1); the best CLIP score is kept
+    loras: tuple[tuple[str, float], ...] = ()  # (uri, scale) LoRA adapters the row asks for
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -100,6 +101,7 @@ class ClipPlan:
     # Pixel-affecting pipeline options (PipelineOptions.identity()), empty by default.
     options: tuple[tuple[str, str], ...] = ()
     audio: Any = None  # moviegen.soundtrack.AudioRequest when the row has an audio_prompt
+    loras: tuple[LoraAdapter, ...] = ()  # configuration's then row's adapters, fetched (by content)
 
     @property
     def clip_key(self) -> str:
@@ -118,6 +120,8 @@ class ClipPlan:
             identity["best_of"] = {"n": self.best_of, "scorer": self.scorer}
         if self.options:
             identity["options"] = dict(self.options)
+        if self.loras:
+            identity["loras"] = [lora.identity() for lora in self.loras]
         return stable_hash(identity)
 
     @property
@@ -144,7 +148,17 @@ class ClipPlan:
     @property
     def batch_key(self) -> tuple[Any, ...]:
         """Plans with the same batch key are generated in one pipeline call."""
-        return (self.model.location, *self.request.batch_key())
+        return (self.model.location, self.model.info.scheduler_shift, self.loras, *self.request.batch_key())
+
+    def loras_record(self) -> list[dict[str, Any]]:
+        """The adapters as the manifest, sidecar and C2PA manifest record them: file name, content hash, scale.
+
+        The file name, not the URI: a URI can carry credentials or name an internal host.
+        """
+        return [
+            {"name": lora.uri.rstrip("/").rsplit("/", 1)[-1], "sha256": lora.sha256, "scale": lora.scale}
+            for lora in self.loras
+        ]
 
 
 def stable_hash(value: Any, length: int = 20) -> str:

@@ -11,6 +11,7 @@ from conftest import row
 from moviegen.catalog import read_catalog, validate_catalog, write_catalog
 from moviegen.config import Settings
 from moviegen.costs import CostModel
+from moviegen.generate import grouping_batch_size
 from moviegen.models.registry import resolve_model
 from moviegen.pipeline import CampaignPlan, generation_request
 from moviegen.presets import channel_presets, styles
@@ -58,7 +59,7 @@ def test_ten_thousand_mixed_clips_on_64_workers_within_ten_percent_of_ideal():
         )
         for i in range(10_000)
     ]
-    layout = plan_shards(items, shards=64, batch_size=settings.generation.batch_size, cost=cost)
+    layout = plan_shards(items, shards=64, batch_size=grouping_batch_size(settings.generation), cost=cost)
     assert len(layout.shards) == 64
     assert sorted(i.row for s in layout.shards for i in s.items) == list(range(10_000)), "every clip once"
     assert layout.makespan_s <= 1.10 * layout.ideal_s, (layout.makespan_s, layout.ideal_s)

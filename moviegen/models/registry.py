@@ -71,6 +71,8 @@ class ModelInfo:
     aliases: tuple[str, ...] = field(default_factory=tuple)
     pipeline_class: str = ""  # what the weights are saved as; default: the family's text-to-video pipeline
     image_model: str | None = None  # registry name of the checkpoint that animates a reference image
+    # Step- and CFG-distilled checkpoints sample with their own flow-matching timestep shift.
+    scheduler_shift: float | None = None
 
     @property
     def weights_class(self) -> str:
@@ -135,9 +137,23 @@ MODELS: dict[str, ModelInfo] = {
             fps=16,
             steps=8,
             guidance=5.0,
-            max_frames=161,
+            max_frames=81,  # Wan 2.1's trained length, like the real models: longer rows are extended
             notes="Random weights, built offline: abstract moving colour, for demos and tests.",
             aliases=(TINY_MODEL_ID,),
+            image_model="tiny-wan-i2v",
+        ),
+        ModelInfo(
+            name="tiny-wan-4step",
+            family=WAN,
+            source=TINY_MODEL_ID,
+            sizes={"16:9": (480, 272), "9:16": (272, 480), "1:1": (352, 352)},
+            fps=16,
+            steps=4,
+            guidance=1.0,
+            max_frames=81,
+            notes="tiny-wan's weights sampled like a step- and CFG-distilled checkpoint (4 steps, no CFG, shift 5): "
+            "the few-step path, offline.",
+            scheduler_shift=5.0,
             image_model="tiny-wan-i2v",
         ),
         ModelInfo(
@@ -148,7 +164,7 @@ MODELS: dict[str, ModelInfo] = {
             fps=16,
             steps=8,
             guidance=5.0,
-            max_frames=161,
+            max_frames=81,
             notes="Random weights, built offline: Wan 2.1 image-to-video layout with a CLIP image encoder.",
             pipeline_class="WanImageToVideoPipeline",
         ),
@@ -175,6 +191,35 @@ MODELS: dict[str, ModelInfo] = {
             max_frames=81,
             notes="720p text-to-video; needs a large GPU.",
             image_model="wan2.1-i2v-14b-720p",
+        ),
+        ModelInfo(
+            name="wan2.1-t2v-14b-4step",
+            family=WAN,
+            source="lightx2v/Wan2.1-T2V-14B-StepDistill-CfgDistill",
+            sizes={"16:9": (832, 480), "9:16": (480, 832), "1:1": (624, 624)},
+            fps=16,
+            steps=4,
+            guidance=1.0,
+            max_frames=81,
+            notes="LightX2V's step- and CFG-distilled Wan 2.1 14B: 4 steps, no CFG pass (about 1/25 of the base "
+            "model's transformer work per clip). The same speed-up as a LoRA on the base model: "
+            "loras: [{uri: .../Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors}].",
+            scheduler_shift=5.0,
+            image_model="wan2.1-i2v-14b-480p",
+        ),
+        ModelInfo(
+            name="fastwan2.1-t2v-1.3b",
+            family=WAN,
+            source="FastVideo/FastWan2.1-T2V-1.3B-Diffusers",
+            sizes={"16:9": (832, 480), "9:16": (480, 832), "1:1": (624, 624)},
+            fps=16,
+            steps=3,
+            guidance=1.0,
+            max_frames=81,
+            notes="FastVideo's DMD-distilled Wan 2.1 1.3B: 3 steps, no CFG pass. FastVideo itself adds sparse "
+            "attention and its own timesteps; through diffusers' scheduler (shift 8) check the look on your prompts.",
+            scheduler_shift=8.0,
+            image_model="wan2.1-i2v-14b-480p",
         ),
         ModelInfo(
             name="wan2.1-i2v-14b-480p",

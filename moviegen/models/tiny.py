@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 # Bump a build's version when its architecture changes: the folder name (and so every clip_key) changes with it.
-TINY_BUILD = "tiny-wan-v1"
+# v2 of both Wan builds: rope_max_seq_len 1024 as in the real Wan 2.1 (v1's 32 ran out of positions past
+# 125 frames); the weights are the same, the clip_keys of the default model changed once.
+TINY_BUILD = "tiny-wan-v2"
 TINY_BUILDS: dict[str, str] = {
     "tiny-wan": TINY_BUILD,
-    "tiny-wan-i2v": "tiny-wan-i2v-v1",
+    "tiny-wan-i2v": "tiny-wan-i2v-v2",
     "tiny-ltx": "tiny-ltx-v1",
     "tiny-cogvideox": "tiny-cogvideox-v1",
     "tiny-stable-audio": "tiny-stable-audio-v1",
@@ -336,7 +338,7 @@ def _wan_transformer(in_channels: int, image_dim: int | None = None, added_kv_pr
         num_layers=2,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
+        rope_max_seq_len=1024,  # Wan 2.1's own: positions for up to 4093 frames and 2048 pixels a side
         image_dim=image_dim,
         added_kv_proj_dim=added_kv_proj_dim,
     )

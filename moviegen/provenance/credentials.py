@@ -64,6 +64,7 @@ class ProvenanceFacts:
     negative_prompt_sha256: str | None
     clip_key: str
     watermark_payload: str | None = None  # hex, when the invisible watermark is embedded
+    loras: tuple[dict[str, Any], ...] = ()  # LoRA adapters: file name, content hash, scale
 
 
 def prompt_sha256(prompt: str) -> str:
@@ -85,6 +86,7 @@ def provenance_facts(clip: ClipPlan, channel: str, watermark_payload: str | None
         negative_prompt_sha256=prompt_sha256(spec.negative_prompt) if spec.negative_prompt else None,
         clip_key=clip.clip_key,
         watermark_payload=watermark_payload,
+        loras=tuple(clip.loras_record()),
     )
 
 
@@ -104,6 +106,8 @@ def build_manifest(facts: ProvenanceFacts, title: str) -> dict[str, Any]:
         "clip_key": facts.clip_key,
         "watermark_payload": facts.watermark_payload,
     }
+    if facts.loras:  # next to the model: the adapters changed what it made
+        generation["loras"] = list(facts.loras)
     return {
         "claim_generator_info": [{"name": GENERATOR_NAME, "version": GENERATOR_VERSION}],
         "title": title,
@@ -184,6 +188,7 @@ def read_credentials(path: Path, settings: ProvenanceSettings | None = None) -> 
         "generator": None,
         "model": None,
         "model_revision": None,
+        "loras": None,
         "prompt_sha256": None,
         "clip_key": None,
         "training_mining": None,
@@ -228,7 +233,7 @@ def _manifest_fields(manifest: dict[str, Any]) -> dict[str, Any]:
         elif label == TRAINING_MINING_LABEL:
             fields["training_mining"] = {use: entry.get("use") for use, entry in data.get("entries", {}).items()}
         elif label == GENERATION_LABEL:
-            for key in ("model", "model_revision", "prompt_sha256", "clip_key"):
+            for key in ("model", "model_revision", "prompt_sha256", "clip_key", "loras"):
                 fields[key] = data.get(key)
     return fields
 
