@@ -25,6 +25,7 @@ _CONFIG_CLASSES = {
     "taylorseer": "TaylorSeerCacheConfig",
     "faster": "FasterCacheConfig",
 }
+TAYLORSEER_ATTENTION = r"^(blocks|transformer_blocks)\.\d+\.attn\d*$"
 # Settings moviegen fills in itself: the step count of each call, and FasterCache's view of the current step.
 _MANAGED = {"num_inference_steps", "current_timestep_callback"}
 
@@ -61,8 +62,15 @@ def cache_config(
                 "cache mag needs the model's calibrated magnitude ratios: set cache_options.mag_ratios (a list "
                 "of floats), or run once with cache_options.calibrate: true to print them"
             )
+    if name == "taylorseer":
+        # diffusers' default patterns must match a whole module name and miss Wan's blocks.N.attn1:
+        # these match the attention layers of Wan (blocks), LTX-Video and CogVideoX (transformer_blocks).
+        kwargs.setdefault("cache_identifiers", [TAYLORSEER_ATTENTION])
     if name == "faster":
         kwargs["current_timestep_callback"] = current_timestep or (lambda: 0)
+        # The pipelines here run the conditional and unconditional passes as separate calls, not as one
+        # batch FasterCache could split: its unconditional-batch reuse does not apply to them.
+        kwargs.setdefault("is_guidance_distilled", True)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
