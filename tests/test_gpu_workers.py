@@ -75,7 +75,7 @@ def test_a_failed_calls_tensors_are_freed_before_the_retry(wan, monkeypatch):
             alive_at_retry.append(held[0]() is not None)
         return real_forward(self, hidden_states, *args, **kwargs)
 
-    expected = [c.frames for c in generate_batch(wan, [request(seed=1)], CPU) + generate_batch(wan, [request(seed=2)], CPU)]
+    expected = [generate_batch(wan, [request(seed=seed)], CPU)[0].frames for seed in (1, 2)]
     monkeypatch.setattr(transformer, "forward", forward)
     notes: list[str] = []
     clips = generate_resilient(wan, [request(seed=1), request(seed=2)], CPU, notes=notes)
@@ -111,7 +111,9 @@ def test_a_rejected_clip_says_what_was_tried(tmp_path, catalog_file, monkeypatch
     [problem] = summary.problems
     assert problem.rule == "out_of_memory"
     assert "tried: out of memory with one clip: VAE tiling" in problem.message
-    assert problem.details["fallbacks"] == ["out of memory with one clip: VAE tiling (frames decoded in overlapping tiles)"]
+    assert problem.details["fallbacks"] == [
+        "out of memory with one clip: VAE tiling (frames decoded in overlapping tiles)"
+    ]
 
 
 # 2. Group offload on derived pipelines ----------------------------------------------------------
@@ -128,9 +130,8 @@ def test_group_offload_hooks_are_not_set_twice_on_shared_modules(cache_dir, tiny
     assert _is_group_offload_enabled(base.transformer)
     import diffusers
 
-    derived = diffusers.WanVideoToVideoPipeline(
-        **{k: v for k, v in base.components.items() if k in ("tokenizer", "text_encoder", "vae", "scheduler", "transformer")}
-    )
+    shared = ("tokenizer", "text_encoder", "vae", "scheduler", "transformer")
+    derived = diffusers.WanVideoToVideoPipeline(**{k: v for k, v in base.components.items() if k in shared})
     from diffusers.hooks.group_offloading import _get_top_level_group_offload_hook
 
     hooks = {name: _get_top_level_group_offload_hook(m) for name, m in derived.components.items() if hasattr(m, "to")}
