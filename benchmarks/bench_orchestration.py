@@ -109,6 +109,8 @@ def orchestration(clips: int, repeats: int) -> dict:
 
 
 def batching(clips: int, batch_size: int = 4) -> dict:
+    import torch
+
     from moviegen.config import load_settings
     from moviegen.generate import GenerationRequest, generate_batch, pick_device, process_pipeline_cache
     from moviegen.models.registry import resolve_model
@@ -118,7 +120,7 @@ def batching(clips: int, batch_size: int = 4) -> dict:
     pipe = process_pipeline_cache().get(resolve_model("tiny-wan"), device, settings.cache_dir)
     requests = [GenerationRequest(f"a product shot number {i}", "", i, 480, 272, 17, 4, 5.0) for i in range(clips)]
     generate_batch(pipe, requests[:1], device)  # warm-up
-    timings: dict[str, list[float]] = {"one_by_one": [], "batched": []}
+    timings: dict[str, list[float]] = {"one_by_one": [], "batched": [], "deterministic": []}
     for _ in range(2):
         t0 = time.perf_counter()
         for r in requests:
@@ -128,6 +130,13 @@ def batching(clips: int, batch_size: int = 4) -> dict:
         for i in range(0, clips, batch_size):
             generate_batch(pipe, requests[i : i + batch_size], device)
         timings["batched"].append(time.perf_counter() - t0)
+        # generation.deterministic: one clip per call with torch's deterministic kernels.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        t0 = time.perf_counter()
+        for r in requests:
+            generate_batch(pipe, [r], device)
+        timings["deterministic"].append(time.perf_counter() - t0)
+        torch.use_deterministic_algorithms(False)
     one = min(timings["one_by_one"])
     batched = min(timings["batched"])
     return {
@@ -136,6 +145,8 @@ def batching(clips: int, batch_size: int = 4) -> dict:
         "one_by_one_clips_per_s": clips / one,
         "batched_clips_per_s": clips / batched,
         "speedup": one / batched,
+        "deterministic_clips_per_s": clips / min(timings["deterministic"]),
+        "deterministic_cost": min(timings["deterministic"]) / batched,
     }
 
 
@@ -143,8 +154,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batching-only", action="store_true", help="only the batching and deterministic figures")
     args = parser.parse_args()
+    if not args.batching_only:
+        print_orchestration(args)
+    print(f"batching: {args.clips} clips of 17 frames at 480x272, 4 steps")
+    b = batching(args.clips)
+    print(f"  one by one          {b['one_by_one_clips_per_s']:.3f} clips/s")
+    print(f"  batches of {b['batch_size']}        {b['batched_clips_per_s']:.3f} clips/s")
+    print(f"  batching speed-up   {b['speedup']:.2f}x   (goal >= 1.3x)")
+    print(f"  deterministic       {b['deterministic_clips_per_s']:.3f} clips/s: {b['deterministic_cost']:.2f}x the "
+          "time of batch_size auto")  # fmt: skip
 
+
+def print_orchestration(args: argparse.Namespace) -> None:
     print(f"orchestration: {args.clips} clips (tiny model, 1 s, 4 steps, channel x), {args.repeats} runs each")
     o = orchestration(args.clips, args.repeats)
     print(f"  plain loop          {o['plain_s']:.1f} s (median)")
@@ -153,12 +176,6 @@ def main() -> None:
     print(f"  per pair of runs    {', '.join(f'{x:+.3f}' for x in o['paired_per_clip_s'])} s per clip")
     loads = {json.dumps(m, sort_keys=True) for m in o["model_loads"]}
     print(f"  model loads per run {', '.join(sorted(loads))}   (goal: 1 per model)")
-
-    print(f"batching: {args.clips} clips of 17 frames at 480x272, 4 steps")
-    b = batching(args.clips)
-    print(f"  one by one          {b['one_by_one_clips_per_s']:.3f} clips/s")
-    print(f"  batches of {b['batch_size']}        {b['batched_clips_per_s']:.3f} clips/s")
-    print(f"  batching speed-up   {b['speedup']:.2f}x   (goal >= 1.3x)")
 
 
 if __name__ == "__main__":
