@@ -240,17 +240,20 @@ def ensure_shape(cache_dir: Path, shape: str, smoke: bool) -> Path:
         return folder
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
     build_on = "cuda" if torch.cuda.is_available() and not smoke else "cpu"
-    torch.manual_seed(0)
-    with torch.device(build_on):  # random initialisation of billions of weights is much faster there
-        pipe = build_shape(shape, smoke)
-    if not smoke:  # saved as the real checkpoints are used: bf16 transformer and text encoder
-        for name in ("transformer", "text_encoder"):
-            getattr(pipe, name).to(torch.bfloat16)
-    pipe.to("cpu")
-    pipe.save_pretrained(staging)
-    del pipe
-    _free()
-    staging.rename(folder)
+    try:
+        torch.manual_seed(0)
+        with torch.device(build_on):  # random initialisation of billions of weights is much faster there
+            pipe = build_shape(shape, smoke)
+        if not smoke:  # saved as the real checkpoints are used: bf16 transformer and text encoder
+            for name in ("transformer", "text_encoder"):
+                getattr(pipe, name).to(torch.bfloat16)
+        pipe.to("cpu")
+        pipe.save_pretrained(staging)
+        del pipe
+        _free()
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; a failed build's leftovers
     return folder
 
 
