@@ -415,6 +415,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configuration(s) {', '.join(unknown)}: use {', '.join(c.name for c in CONFIGS)}")
     configs = [c for c in CONFIGS if not wanted or c.name in wanted]
+    if not args.smoke and args.device == "auto" and not torch.cuda.is_available():
+        # The real shapes on a CPU would take hours (run_all.py runs every benchmark with its defaults).
+        print("no CUDA device: running --smoke (tiny shapes on the CPU); --device cpu forces the real shapes")
+        args.smoke = True
     device = pick_device("cpu" if args.smoke else args.device)
     temporary = args.cache_dir is None
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="bench-gpu-"))
