@@ -13,7 +13,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -25,6 +25,9 @@ from moviegen import progress as progress_events
 from moviegen.catalog import CatalogReadError, read_catalog, validate_catalog
 from moviegen.config import ConfigError, Settings, load_settings
 from moviegen.safety.policy import PolicySet, load_policies
+
+if TYPE_CHECKING:
+    from moviegen.costs import RenderSizing
 
 app = typer.Typer(
     name="moviegen",
@@ -311,15 +314,23 @@ def plan(
         str | None, typer.Option("--device", help="Workers' device kind: cuda, cpu, mps (default: as recorded).")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
+    cores: Annotated[
+        int | None,
+        typer.Option("--cores", min=1, max=4096, help="CPU cores per worker (default: this machine's)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Estimate GPU time, wall time and the shard layout of a campaign before spending it (no model is loaded)."""
+    """Estimate GPU time, wall time and the shard layout of a campaign before spending it (no model is loaded).
+
+    Also says, per shard, whether a worker's cores keep its GPU busy with renditions or the GPU
+    would wait for them (CPU-bound), and the render_workers that fits (docs/scale-out.md).
+    """
     from moviegen.costs import load_cost_model
     from moviegen.generate import grouping_batch_size
     from moviegen.presets import channel_presets, styles
     from moviegen.publish import OutputRoot
     from moviegen.safety.prompt import screen_catalog
-    from moviegen.shards import plan_shards, work_item
+    from moviegen.shards import plan_shards, render_sizing, work_item
 
     settings = _settings(config, out=out)
     policies = _policies(settings)
@@ -341,6 +352,8 @@ def plan(
         entry = by_model.setdefault(item.model, {"clips": 0, "gpu_s": 0.0, "rate": vars(cost.rate(item.model))})
         entry["clips"] += 1
         entry["gpu_s"] += item.generate_s
+    cores = cores or len(os.sched_getaffinity(0))
+    sizing = {s.shard_id: render_sizing(s.items, cores) for s in layout.shards}
     report = {
         "rows": validation.rows,
         "valid": len(validation.specs),
@@ -349,6 +362,11 @@ def plan(
         "wall_s": round(layout.makespan_s, 3),
         "by_model": {m: {**e, "gpu_s": round(e["gpu_s"], 3)} for m, e in sorted(by_model.items())},
         "cost_model": cost.describe(),
+        "render_sizing": {
+            "cores": cores,
+            "render_workers": settings.render_workers,
+            "shards": {sid: s.to_json() if s else None for sid, s in sizing.items()},
+        },
     }
     if json_output:
         stdout.print_json(json.dumps(report))
@@ -362,9 +380,14 @@ def plan(
             r["source"],
         )  # fmt: skip
     stdout.print(table_out)
-    shard_table = Table("shard", "clips", "models", f"{unit} s", "estimated s")
+    shard_table = Table("shard", "clips", "models", f"{unit} s", "estimated s", "render cores", "render_workers")
     for s in layout.shards[:64]:
-        shard_table.add_row(s.shard_id, str(len(s.items)), ", ".join(s.models), f"{s.gpu_s:.0f}", f"{s.seconds:.0f}")
+        fit = sizing[s.shard_id]
+        need = "-" if fit is None else f"{fit.needed:.1f} of {fit.available}" + (" CPU-bound" if fit.cpu_bound else "")
+        shard_table.add_row(
+            s.shard_id, str(len(s.items)), ", ".join(s.models), f"{s.gpu_s:.0f}", f"{s.seconds:.0f}", need,
+            "-" if fit is None else str(fit.render_workers),
+        )  # fmt: skip
     stdout.print(shard_table)
     if len(layout.shards) > 64:
         stdout.print(f"... and {len(layout.shards) - 64} more shards (--json lists them all)")
@@ -373,6 +396,26 @@ def plan(
         f"{layout.gpu_s / 3600:.2f} {unit} hours; "
         f"about {_duration(layout.makespan_s)} on {workers} worker(s) in {len(layout.shards)} shard(s) "
         f"(perfect balance: {_duration(layout.ideal_s)}; efficiency {report['efficiency']:.0%})"
+    )
+    stdout.print(render_sizing_line([f for f in sizing.values() if f is not None], cores, settings.render_workers))
+
+
+def render_sizing_line(fits: list[RenderSizing], cores: int, configured: int) -> str:
+    """One sentence on whether the workers' cores keep their GPUs busy with renditions."""
+    if not fits:
+        return "renditions: no GPU work to size render_workers for"
+    bound = [f for f in fits if f.cpu_bound]
+    want = max(f.render_workers for f in fits)
+    if bound:
+        worst = max(f.needed for f in bound)
+        return (
+            f"CPU-bound: {len(bound)} of {len(fits)} shard(s) need up to {worst:.1f} cores for renditions but a "
+            f"{cores}-core worker has {bound[0].available} (one feeds the GPU): the GPU would wait; use more cores "
+            f"per GPU or fewer channels (render_workers {want}, configured {configured})"
+        )
+    return (
+        f"renditions keep up on {cores} cores per worker: render_workers {want} is enough "
+        f"(configured {configured}; docs/scale-out.md)"
     )
 
 

@@ -316,7 +316,13 @@ class Settings(BaseSettings):
     work_dir: str | None = Field(None, description="Local scratch for masters; default <out>/.work for local outputs.")
     cache_dir: Path = Field(default_factory=default_cache_dir)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
-    render_workers: int = Field(2, ge=1, le=16, description="Renditions made at once (encode to delivery gate).")
+    render_workers: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Renditions made at once (encode to delivery gate); `moviegen plan` says what fits a worker's "
+        "cores and GPU (docs/scale-out.md).",
+    )
     watermark_gate: Literal["required", "recorded"] = Field(
         "required",
         description=(

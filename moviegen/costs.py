@@ -17,6 +17,7 @@ prints, so the estimate and the schedule cannot disagree.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -89,6 +90,11 @@ PRIOR_GENERATE: dict[tuple[str, str], Rate] = {
 }
 # Unregistered models (a hub id or folder) fall back to the most expensive prior of the device.
 PRIOR_RENDER: dict[str, Rate] = {"cpu": Rate(0.02, 0.4), "cuda": Rate(0.02, 0.4), "mps": Rate(0.02, 0.4)}
+# CPU seconds of one rendition (render, watermark embed, provenance, delivery gate, poster) until a
+# run has recorded its own, fitted to benchmarks/bench_postprocess.py on the development machine's
+# CPU: 5 s at 30 fps, 30.3 s for 1080x1920, 29.8 s for 1920x1080, 21.7 s for 1080x1350
+# (docs/scale-out.md, "Sizing render_workers for a fast GPU").
+PRIOR_RENDITION_CPU = Rate(90.0, 2.0, source="prior (bench_postprocess.py)")
 # Process start, imports and a shard's bookkeeping; a model load is added once per model per shard.
 PRIOR_SHARD_S = 12.0
 PRIOR_LOAD_S: dict[str, float] = {"tiny-wan": 2.0, "wan2.1-t2v-1.3b": 40.0, "wan2.1-t2v-14b": 180.0}
@@ -121,6 +127,12 @@ class CostModel:
 
     def render_seconds(self, width: int, height: int, frames: int) -> float:
         return self.render.seconds(work_units(width, height, frames))
+
+    def rendition_cpu_seconds(self, width: int, height: int, frames: int) -> float:
+        """CPU seconds of one rendition (encode to delivery gate): the recorded render rate when there
+        is one (a rendition holds one render slot, about one core), else the measured CPU prior."""
+        rate = self.render if self.render.samples else PRIOR_RENDITION_CPU
+        return rate.seconds(work_units(width, height, frames))
 
     def model_load_s(self, model: str) -> float:
         return self.load_s.get(model, DEFAULT_LOAD_S)
@@ -224,3 +236,55 @@ def timing_row(
         "seconds": float(seconds),
         "recorded_at": recorded_at,
     }
+
+
+# Sizing render_workers so a fast GPU never waits for post-processing -----------------------------
+
+
+@dataclass(frozen=True)
+class RenderSizing:
+    """How many render workers a GPU worker needs, and whether its cores can keep its GPU busy."""
+
+    cores: int  # the worker's CPU cores (its affinity)
+    clip_seconds_gpu: float  # GPU seconds per clip
+    renditions_per_clip: float
+    cpu_seconds_per_rendition: float
+    available: int  # cores left for renditions: one is kept for the generation feeder
+    needed: float  # cores' worth of rendition work per GPU second
+    render_workers: int  # what to set
+    cpu_bound: bool  # the GPU would wait for renditions: more cores, fewer renditions, or a slower GPU
+
+    def to_json(self) -> dict[str, Any]:
+        floats = ("clip_seconds_gpu", "renditions_per_clip", "cpu_seconds_per_rendition", "needed")
+        return {k: round(v, 3) if k in floats else v for k, v in vars(self).items()}
+
+
+def render_workers_for(
+    cores: int, clip_seconds_gpu: float, renditions_per_clip: float, cpu_seconds_per_rendition: float
+) -> RenderSizing:
+    """Size ``render_workers`` so renditions keep up with generation on one GPU.
+
+    The rule: a clip's renditions take ``renditions_per_clip * cpu_seconds_per_rendition`` CPU
+    seconds while the GPU makes the next clip in ``clip_seconds_gpu`` seconds, so
+
+        needed = renditions_per_clip * cpu_seconds_per_rendition / clip_seconds_gpu   (cores)
+        available = cores - 1   (one core feeds the GPU: text encoding, latents, frame copies)
+        render_workers = max(1, min(available, ceil(needed)))
+
+    and the worker is CPU-bound (its GPU waits for renditions) when ``needed > available``. Each
+    rendition is about one core's work (one ffmpeg pass, the embed between its decode and encode),
+    so a worker per core needed is the right count; more would only contend for the same cores.
+    """
+    if cores < 1:
+        raise ValueError(f"cores must be at least 1, got {cores}")
+    if clip_seconds_gpu <= 0:
+        raise ValueError(f"clip_seconds_gpu must be positive, got {clip_seconds_gpu}")
+    if renditions_per_clip < 0 or cpu_seconds_per_rendition < 0:
+        raise ValueError("renditions_per_clip and cpu_seconds_per_rendition cannot be negative")
+    available = max(1, cores - 1)
+    needed = renditions_per_clip * cpu_seconds_per_rendition / clip_seconds_gpu
+    workers = max(1, min(available, math.ceil(needed - 1e-9)))
+    return RenderSizing(
+        cores, clip_seconds_gpu, renditions_per_clip, cpu_seconds_per_rendition, available, needed, workers,
+        needed > available,
+    )  # fmt: skip

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from moviegen.catalog import CatalogValidation, read_catalog
 from moviegen.config import Settings
-from moviegen.costs import CostModel
+from moviegen.costs import CostModel, RenderSizing, render_workers_for
 from moviegen.models.registry import resolve_for_task, resolve_model
 from moviegen.pipeline import (
     CampaignPlan,
@@ -65,6 +65,8 @@ class WorkItem:
     batch_key: tuple[Any, ...]
     generate_s: float  # GPU seconds for this clip (its share of a batch)
     render_s: float  # seconds for its renditions (encode to publish), render_workers at a time
+    renditions: int = 0  # channels to render
+    render_cpu_s: float = 0.0  # CPU seconds of all its renditions (what sizes render_workers)
 
     @property
     def seconds(self) -> float:
@@ -87,10 +89,9 @@ def work_item(
     ref = resolve_for_task(resolve_model(spec.model), spec.task) if clip is None else clip.model
     info, location = ref.info, ref.location
     request = generation_request(spec, info, settings) if clip is None else clip.request
-    render = sum(
-        cost.render_seconds(presets[c].width, presets[c].height, round(spec.duration_s * presets[c].fps))
-        for c in channels
-    )
+    channels = list(channels)
+    sizes = [(presets[c].width, presets[c].height, round(spec.duration_s * presets[c].fps)) for c in channels]
+    render = sum(cost.render_seconds(*size) for size in sizes)
     return WorkItem(
         row=spec.row,
         campaign_id=spec.campaign_id,
@@ -100,7 +101,20 @@ def work_item(
         generate_s=spec.best_of
         * cost.generate_seconds(info.name, request.width, request.height, request.num_frames, request.steps),
         render_s=render / settings.render_workers,
+        renditions=len(sizes),
+        render_cpu_s=sum(cost.rendition_cpu_seconds(*size) for size in sizes),
     )
+
+
+def render_sizing(items: Sequence[WorkItem], cores: int) -> RenderSizing | None:
+    """Whether a worker with ``cores`` keeps its GPU busy on these clips (``costs.render_workers_for``
+    over their mean GPU seconds per clip and CPU seconds per rendition); None without GPU work."""
+    gpu_s = sum(i.generate_s for i in items)
+    renditions = sum(i.renditions for i in items)
+    if not items or gpu_s <= 0:
+        return None
+    cpu_per_rendition = sum(i.render_cpu_s for i in items) / renditions if renditions else 0.0
+    return render_workers_for(cores, gpu_s / len(items), renditions / len(items), cpu_per_rendition)
 
 
 # 2. Balance shards ------------------------------------------------------------------------------

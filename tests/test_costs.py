@@ -20,6 +20,7 @@ from moviegen.costs import (
     CostModel,
     fit_rate,
     load_cost_model,
+    render_workers_for,
     timing_row,
     work_units,
 )
@@ -118,3 +119,63 @@ def test_plan_command_prints_estimate_and_layout(tmp_path, catalog_file):
     )
     assert human.returncode == 0, human.stderr
     assert "9 of 10 rows would run on cuda" in human.stdout and "shard-002" in human.stdout
+
+
+def test_render_workers_cover_a_clips_renditions_while_the_gpu_makes_the_next():
+    # 3 renditions of 10 CPU s each per 6.7 GPU s: 4.48 cores' worth; 16 cores leave 15 after the feeder.
+    fast = render_workers_for(16, 6.7, 3, 10.0)
+    assert fast.needed == pytest.approx(30 / 6.7)
+    assert (fast.available, fast.render_workers, fast.cpu_bound) == (15, 5, False)
+    # The same work on 4 cores: 3 left, so the GPU waits; render_workers stops at what the cores hold.
+    small = render_workers_for(4, 6.7, 3, 10.0)
+    assert (small.available, small.render_workers, small.cpu_bound) == (3, 3, True)
+    # A 50-step clip (66 GPU s) leaves the same renditions plenty of time.
+    slow = render_workers_for(4, 66.0, 3, 10.0)
+    assert (slow.render_workers, slow.cpu_bound) == (1, False) and slow.needed == pytest.approx(30 / 66)
+    # Exactly enough is not CPU-bound; nothing to render still gets one worker; one core keeps one.
+    assert (render_workers_for(3, 10.0, 2, 10.0).render_workers, render_workers_for(3, 10.0, 2, 10.0).cpu_bound) == (
+        2,
+        False,
+    )
+    assert render_workers_for(8, 5.0, 0, 10.0).render_workers == 1
+    assert render_workers_for(1, 1.0, 1, 1.0).available == 1
+    for bad in ((0, 1.0, 1, 1.0), (4, 0.0, 1, 1.0), (4, 1.0, -1, 1.0)):
+        with pytest.raises(ValueError):
+            render_workers_for(*bad)
+
+
+def test_plan_says_when_a_worker_would_be_cpu_bound(tmp_path, catalog_file):
+    # The tiny model on a GPU makes a clip in a fraction of a second: its renditions cannot keep up.
+    fast = catalog_file([row(f"t{i}", duration_s=5.0, channels=["tiktok", "youtube"]) for i in range(2)])
+    result = subprocess.run(
+        [MOVIEGEN, "plan", str(fast), "--device", "cuda", "--cores", "4", "--out", str(tmp_path / "o"), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    sizing = json.loads(result.stdout)["render_sizing"]
+    assert (sizing["cores"], sizing["render_workers"]) == (4, 2)
+    (shard,) = sizing["shards"].values()
+    assert shard["renditions_per_clip"] == 2 and shard["cpu_seconds_per_rendition"] > 1
+    expected = shard["renditions_per_clip"] * shard["cpu_seconds_per_rendition"] / shard["clip_seconds_gpu"]
+    assert shard["needed"] == pytest.approx(expected, rel=0.01)
+    assert shard["cpu_bound"] and shard["available"] == 3 and shard["render_workers"] == 3
+    human = subprocess.run(
+        [MOVIEGEN, "plan", str(fast), "--device", "cuda", "--cores", "4", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert human.returncode == 0 and "CPU-bound" in human.stdout and "the GPU would wait" in human.stdout
+
+    # 50 steps of the 1.3B model take minutes per clip: the same renditions keep up on 4 cores.
+    slow = catalog_file(
+        [row(f"w{i}", duration_s=5.0, model="wan2.1-t2v-1.3b", channels=["tiktok", "youtube"]) for i in range(2)],
+        "slow.parquet",
+    )
+    result = subprocess.run(
+        [MOVIEGEN, "plan", str(slow), "--device", "cuda", "--cores", "4", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "renditions keep up on 4 cores" in result.stdout and "CPU-bound" not in result.stdout
