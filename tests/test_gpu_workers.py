@@ -390,3 +390,55 @@ def test_a_campaign_with_a_lora_and_rows_past_the_models_clip_length(wan, tmp_pa
     for clip_id, seconds in (("ten", 10.0), ("fifteen", 15.0)):
         assert manifest[clip_id]["duration_s"] == pytest.approx(seconds, abs=0.07)
         assert probe(out / f"published/mini/test-camp/{clip_id}.mp4").frames == round(seconds * 15)
+
+
+# 7. On a CUDA machine (skipped on the CPU, saying why) --------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (offload hooks are CUDA-only)")
+
+
+@needs_cuda
+@pytest.mark.slow
+def test_group_offload_runs_t2v_i2v_and_v2v_rows_on_cuda(tmp_path, photo, real_clip):
+    from moviegen.config import Settings
+    from moviegen.pipeline import run_campaign_plain
+
+    rows = [
+        row("t2v", channels=["mini"]),
+        row("i2v", channels=["mini"], reference_image=str(photo)),
+        row("v2v", channels=["mini"], source_video=str(real_clip)),
+        row("ltx-i2v", channels=["mini"], model="tiny-ltx", reference_image=str(photo)),
+    ]
+    settings = Settings(
+        out=str(tmp_path / "out"),
+        generation=GenerationSettings(steps=2, offload="group", device="cuda"),
+        watermark_gate="recorded",
+        render_workers=1,
+        channels=MINI,
+    )
+    summary = run_campaign_plain(_catalog(tmp_path, rows), settings)
+    assert summary.exit_code == 0, summary.problems
+    assert sorted(r["clip_id"] for r in summary.published) == ["i2v", "ltx-i2v", "t2v", "v2v"]
+
+
+@needs_cuda
+def test_under_a_memory_cap_the_fall_back_returns_to_the_models_own_memory(cache_dir, tiny_model):
+    """One clip fits and two do not: every clip is made, and what stays allocated is the model's own."""
+    device = pick_device("cuda")
+    pipe = PipelineCache().get(resolve_model("tiny-wan"), device, cache_dir)
+    torch.cuda.synchronize()
+    model_bytes = torch.cuda.memory_allocated()
+    big = [GenerationRequest("a kite", "", s, 480, 272, 81, 2, 5.0) for s in (1, 2)]
+    torch.cuda.reset_peak_memory_stats()
+    generate_batch(pipe, big[:1], device)
+    one_clip = torch.cuda.max_memory_allocated() - model_bytes
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (model_bytes + 1.5 * one_clip) / total))
+    try:
+        notes: list[str] = []
+        clips = generate_resilient(pipe, big, device, notes=notes)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert all(not isinstance(c, BaseException) for c in clips), notes
+    gc.collect()
+    assert torch.cuda.memory_allocated() <= model_bytes * 1.05 + 64 * 2**20
