@@ -123,25 +123,12 @@ def pipeline_options(values: dict[str, Any]) -> Any:
 
 def text_stand_in(tokenizer: Any, smoke: bool) -> Any:
     """UMT5-XXL's width (d_model 4096, 64 heads, d_ff 10240) in 2 layers; tiny.py's T5 for --smoke."""
-    from transformers import T5Config, T5EncoderModel
-
     from moviegen.models.tiny import _t5
 
     if smoke:
         return _t5(tokenizer)
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=4096,
-        d_kv=64,
-        d_ff=10240,
-        num_layers=2,
-        num_heads=64,
-        feed_forward_proj="gated-gelu",
-        relative_attention_num_buckets=32,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return T5EncoderModel(config)
+    umt5_width = {"d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_heads": 64, "relative_attention_num_buckets": 32}
+    return _t5(tokenizer, feed_forward_proj="gated-gelu", **umt5_width)
 
 
 def build_wan(dims: dict[str, int], smoke: bool) -> Any:

@@ -353,20 +353,17 @@ def _wan_vae():
     )
 
 
-def _t5(tokenizer: Any):
+def _t5(tokenizer: Any, **shape: Any):
+    """A 2-layer T5 encoder over ``tokenizer``; ``shape`` overrides the tiny dimensions (bench_gpu: UMT5's width)."""
     from transformers import T5Config, T5EncoderModel
 
+    dims = {"d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4, "relative_attention_num_buckets": 8}
     return T5EncoderModel(
         T5Config(
             vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            **{**dims, **shape},
         )
     )
 
