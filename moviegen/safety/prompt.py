@@ -2,7 +2,7 @@
 
 A blocked row never reaches the model. Each reason becomes a Problem with stage ``prompt``, the
 field as its column, a rule (``denied_term``, ``protected_name``, ``pii_<kind>``, ``too_long``,
-``too_short``, ``classifier``) and a message that says what to change. Every row's classifier
+``too_short``, ``classifier``, ``combination_<name>``, ``moderator``, ``moderator_unavailable``) and a message that says what to change. Every row's classifier
 scores are kept, blocked or not, so a reviewer can see why a row passed.
 """
 
@@ -325,10 +325,15 @@ class PromptScreening:
 
     validation: CatalogValidation
     verdicts: list[PromptVerdict]
+    moderator: dict[str, Any] | None = None  # the moderator's summary (model, ran, error), when one is set
 
 
-def screen_catalog(validation: CatalogValidation, policies: PolicySet) -> PromptScreening:
-    """Run the prompt gate over a validation's rows; blocked rows move from ``specs`` to ``problems``."""
+def screen_catalog(validation: CatalogValidation, policies: PolicySet, moderation: Any = None) -> PromptScreening:
+    """Run the prompt gate over a validation's rows; blocked rows move from ``specs`` to ``problems``.
+
+    ``moderation`` (a ``moviegen.safety.moderator.Moderation``) adds the model's second opinion on
+    every row the rules pass.
+    """
     by_policy: dict[str, list[ClipSpec]] = {}
     for spec in validation.specs:
         by_policy.setdefault(policies.for_campaign(spec.campaign_id).digest, []).append(spec)
@@ -338,7 +343,9 @@ def screen_catalog(validation: CatalogValidation, policies: PolicySet) -> Prompt
         for verdict in gate.check(specs):
             verdicts[verdict.spec.row] = verdict
     ordered = [verdicts[spec.row] for spec in validation.specs]
+    if moderation is not None:
+        ordered = moderation.review(ordered)
     problems = [*validation.problems, *(p for v in ordered for p in v.problems())]
     problems.sort(key=lambda p: (p.row if p.row is not None else -1, p.column or ""))
     screened = CatalogValidation(rows=validation.rows, specs=[v.spec for v in ordered if v.passed], problems=problems)
-    return PromptScreening(screened, ordered)
+    return PromptScreening(screened, ordered, moderation.summary() if moderation is not None else None)
