@@ -67,7 +67,9 @@ def _moderator_line(summary: dict | None) -> str:
     if summary["ran"]:
         return f"moderator: {summary['model']} ran on {summary['rows']} row(s) (threshold {summary['threshold']:g})"
     if summary["error"]:
-        held = "rows passed on the rules alone (on_error: allow)" if summary["on_error"] == "allow" else "rows held back"
+        held = (
+            "rows passed on the rules alone (on_error: allow)" if summary["on_error"] == "allow" else "rows held back"
+        )
         return f"moderator: {summary['model']} could not run ({escape(summary['error'])}); {held}"
     return f"moderator: {summary['model']} had no row to judge"
 
@@ -401,7 +403,7 @@ def validate(
     config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Check a catalog: schema and the prompt gate (with safety.moderator.model, its model too); exit 0 when all would run."""
+    """Check a catalog: schema, the prompt gate and its moderator when one is set; exit 0 when every row would run."""
     from moviegen.assets import UriPolicy
     from moviegen.presets import channel_presets, styles
     from moviegen.safety.moderator import moderation_for

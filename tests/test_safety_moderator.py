@@ -48,7 +48,9 @@ def test_classifier_score_is_the_probability_of_yes(cache_dir):
     moderator = guard(cache_dir, "tiny-shieldgemma", "classifier", 0.5)
     texts = ["a quiet lake at dawn", "a crowded market at noon"]
     verdicts = moderator.judge(texts)
-    ids = moderator.tokenizer(SHIELD_PROMPT.format(text=texts[1], policy=moderator.settings.policy), return_tensors="pt")
+    ids = moderator.tokenizer(
+        SHIELD_PROMPT.format(text=texts[1], policy=moderator.settings.policy), return_tensors="pt"
+    )
     with torch.inference_mode():
         logits = moderator.model(**ids).logits[0, -1].float()
     expected = float(torch.softmax(logits[[moderator.yes_id, moderator.no_id]], dim=-1)[0])
@@ -74,7 +76,7 @@ def test_generative_output_is_parsed(output, verdict, categories):
 def test_moderator_names_are_resolved_or_refused(tmp_path):
     assert resolve_moderator("llama-guard-3-1b") == "meta-llama/Llama-Guard-3-1B"
     assert resolve_moderator("tiny-llama-guard") == "moviegen/tiny-llama-guard"
-    with pytest.raises(ModeratorError, match="no config.json"):
+    with pytest.raises(ModeratorError, match=r"no config\.json"):
         resolve_moderator(str(tmp_path))
     with pytest.raises(ModeratorError, match="unknown moderator"):
         resolve_moderator("not a model")

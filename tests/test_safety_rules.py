@@ -53,7 +53,10 @@ def test_eval_set_is_large_labelled_and_split():
 def test_eval_set_recall_and_false_positives(gate, split):
     rows = eval_rows(split)
     verdicts = gate.check(
-        [ClipSpec(row=i, campaign_id="e", clip_id=f"e{i}", prompt=r["text"], channels=("youtube",)) for i, r in enumerate(rows)]
+        [
+            ClipSpec(row=i, campaign_id="e", clip_id=f"e{i}", prompt=r["text"], channels=("youtube",))
+            for i, r in enumerate(rows)
+        ]
     )
     blocked = Counter(r["category"] for r, v in zip(rows, verdicts, strict=True) if not v.passed)
     total = Counter(r["category"] for r in rows)

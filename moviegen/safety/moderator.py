@@ -66,10 +66,12 @@ class ModeratorVerdict:
     score: float
     categories: tuple[str, ...] = ()
     output: str = ""
+    written: str | None = None  # what a generative guard wrote first ("safe", "unsafe"; None: neither)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "unsafe": self.unsafe,
+            "written": self.written,
             "score": round(self.score, 4),
             "categories": list(self.categories),
             "output": self.output[:MAX_OUTPUT_CHARS],
@@ -145,10 +147,14 @@ class Moderator:
         if self.unsafe_id is None or not getattr(self.tokenizer, "chat_template", None):
             raise ModeratorError(f"moderator {self.name!r} has no chat template or no 'unsafe' token: not a guard")
         prompts = [
-            self.tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
+            )
             for t in texts
         ]
-        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device.name)
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.device.name
+        )
         with torch.inference_mode():
             result = self.model.generate(
                 **inputs,
@@ -166,7 +172,7 @@ class Moderator:
             written, categories = parse_guard_output(output, self.settings.categories)
             score = float(probs[self._verdict_step(new[i])][i, self.unsafe_id])
             unsafe = score >= self.settings.threshold
-            verdicts.append(ModeratorVerdict(unsafe, score, categories if unsafe else (), output))
+            verdicts.append(ModeratorVerdict(unsafe, score, categories if unsafe else (), output, written))
         return verdicts
 
     def _verdict_step(self, generated: Any) -> int:
@@ -269,7 +275,7 @@ class Moderation:
         try:
             moderator = load_moderator(self.settings, self.cache_dir)
             judged = moderator.judge([moderated_text(verdicts[i].spec) for i in todo])
-        except Exception as exc:  # noqa: BLE001 - any failure of the model is a closed gate, not a crash
+        except Exception as exc:  # any failure of the model closes the gate rather than crashing the run
             self.error = f"{type(exc).__name__}: {exc}"
             return [self._unavailable(v) if i in todo else v for i, v in enumerate(verdicts)]
         self.ran, self.rows = True, len(todo)
@@ -279,8 +285,15 @@ class Moderation:
         return out
 
     def _judged(self, v: PromptVerdict, verdict: ModeratorVerdict) -> PromptVerdict:
-        scores = {**v.scores, "moderator": {"model": self.settings.model, "kind": self.settings.kind,
-                                            "threshold": self.settings.threshold, **verdict.to_json()}}
+        scores = {
+            **v.scores,
+            "moderator": {
+                "model": self.settings.model,
+                "kind": self.settings.kind,
+                "threshold": self.settings.threshold,
+                **verdict.to_json(),
+            },
+        }
         findings = list(v.findings)
         if verdict.unsafe:
             named = f"; categories: {', '.join(verdict.categories)}" if verdict.categories else ""
@@ -290,15 +303,21 @@ class Moderation:
                     "moderator",
                     f"the moderator {self.settings.model!r} judged the row's text unsafe (score {verdict.score:.2f}, "
                     f"threshold {self.settings.threshold:g}{named}): rephrase it, or have a person review it",
-                    {"moderator": self.settings.model, "score": round(verdict.score, 4),
-                     "categories": list(verdict.categories), "matched": ", ".join(verdict.categories)},
+                    {
+                        "moderator": self.settings.model,
+                        "score": round(verdict.score, 4),
+                        "categories": list(verdict.categories),
+                        "matched": ", ".join(verdict.categories),
+                    },
                 )
             )
         return replace(v, findings=findings, scores=scores)
 
     def _unavailable(self, v: PromptVerdict) -> PromptVerdict:
-        scores = {**v.scores, "moderator": {"model": self.settings.model, "error": self.error,
-                                            "on_error": self.settings.on_error}}
+        scores = {
+            **v.scores,
+            "moderator": {"model": self.settings.model, "error": self.error, "on_error": self.settings.on_error},
+        }
         if self.settings.on_error == "allow":
             return replace(v, scores=scores)
         finding = Finding(

@@ -190,9 +190,10 @@ def zero_tolerance() -> ZeroTolerance:
     return ZeroTolerance(term_groups=groups, combinations=data["combinations"])
 
 
-_AGE_WORDS = (
-    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen"
-).split()
+_AGE_WORDS = [
+    *("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"),
+    *("thirteen", "fourteen", "fifteen", "sixteen", "seventeen"),
+]
 
 
 def default_policy_path() -> Path:

@@ -1,9 +1,11 @@
 """The prompt gate: policy rules plus a shipped classifier over a row's text, before any generation.
 
 A blocked row never reaches the model. Each reason becomes a Problem with stage ``prompt``, the
-field as its column, a rule (``denied_term``, ``protected_name``, ``pii_<kind>``, ``too_long``,
-``too_short``, ``classifier``, ``combination_<name>``, ``moderator``, ``moderator_unavailable``) and a message that says what to change. Every row's classifier
-scores are kept, blocked or not, so a reviewer can see why a row passed.
+field as its column, a rule (``denied_term``, ``combination_<name>``, ``protected_name``,
+``pii_<kind>``, ``too_long``, ``too_short``, ``classifier``; with a moderator, ``moderator`` and
+``moderator_unavailable``) and a message that says what to change and quotes the words that
+triggered it. Every row's classifier scores are kept, blocked or not, so a reviewer can see why a
+row passed.
 """
 
 from __future__ import annotations
@@ -218,8 +220,7 @@ class PromptGate:
                 Finding(
                     match[0][0],
                     f"combination_{name}",
-                    f"the row's text combines {words}: {rule.why or name} (rule {name}, {kind}); "
-                    "remove or rephrase it",
+                    f"the row's text combines {words}: {rule.why or name} (rule {name}, {kind}); remove or rephrase it",
                     {
                         "combination": name,
                         "zero_tolerance": strict,
