@@ -135,6 +135,8 @@ def test_a_policy_adds_its_own_combination_rule(tmp_path):
         ("a family-friendly Halloween party, no blood, no gore", False),
         ("a gore-free zombie comedy trailer", False),
         ("a horror scene without nudity", False),
+        ("a horror trailer, no blood or gore", False),
+        ("no nudity, gore everywhere", True),
         ("no gore here, just gore everywhere", True),  # one occurrence outside the scope is enough
         ("a man wearing no clothes in the street", True),  # an unsafe phrase holding its own "no"
         ("a model wearing nothing at the beach", True),

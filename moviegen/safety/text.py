@@ -200,7 +200,9 @@ def _negated(tokens: list[str], start: int, end: int) -> bool:
     before = tokens[start - 1] if start else ""
     two_before = tuple(tokens[start - 2 : start]) if start >= 2 else ()
     after = tokens[end] if end < len(tokens) else ""
-    return before in NEGATIONS or two_before in NEGATIONS_TWO_WORDS or after in NEGATION_AFTER
+    # "no blood or gore": one word and "or" after the negation still lie in its scope.
+    listed = before in ("or", "nor") and start >= 3 and tokens[start - 3] in NEGATIONS
+    return before in NEGATIONS or two_before in NEGATIONS_TWO_WORDS or after in NEGATION_AFTER or listed
 
 
 class TermIndex:
