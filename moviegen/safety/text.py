@@ -17,7 +17,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 
 import snowballstemmer
 from anyascii import anyascii
@@ -94,6 +94,12 @@ def variants(text: str) -> list[list[str]]:
             if mapped not in seen:
                 seen.append(mapped)
     return seen
+
+
+@lru_cache(maxsize=4096)
+def _variants(text: str) -> tuple[list[str], ...]:
+    """``variants``, remembered: every index of a gate reads the same texts (do not mutate the lists)."""
+    return tuple(variants(text))
 
 
 def canonical(text: str) -> str:
@@ -211,6 +217,9 @@ class TermIndex:
     def __init__(self, groups: Mapping[str, Iterable[str]]) -> None:
         self._by_key: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
         self._by_stem: dict[str, list[tuple[str, str, tuple[str, ...]]]] = defaultdict(list)
+        # First words of multi-word terms (squeezed, and stemmed): a longer n-gram is only looked up
+        # when it starts with one of them.
+        self._firsts: set[str] = set()
         self.max_words = 1
         for group, terms in groups.items():
             for term in terms:
@@ -224,6 +233,8 @@ class TermIndex:
                         if entry not in self._by_key[squeeze(form)]:
                             self._by_key[squeeze(form)].append(entry)
                     # Inflections of every word of the term: "undressing", "cut in halves".
+                    if len(tokens) > 1:
+                        self._firsts.update((squeeze(tokens[0]), stem(tokens[0])))
                     stems = " ".join(stem(t) for t in tokens)
                     if (group, term, tuple(tokens)) not in self._by_stem[stems]:
                         self._by_stem[stems].append((group, term, tuple(tokens)))
@@ -231,6 +242,7 @@ class TermIndex:
         # prompts recur across a catalog's rows, and a lookup is pure.
         self._memo: dict[str, tuple[TermHit, ...]] = {}
         self._texts: dict[str, tuple[TermHit, ...]] = {}
+        self._occurrences: dict[str, tuple[Occurrence, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -255,11 +267,21 @@ class TermIndex:
 
     def occurrences(self, text: str) -> list[Occurrence]:
         """Every place a term occurs, in each evasion variant of the text, with its token span."""
+        found = self._occurrences.get(text)
+        if found is None:
+            if len(self._occurrences) >= MAX_TEXT_MEMO:
+                self._occurrences.clear()
+            found = self._occurrences[text] = tuple(self._occurrences_of(text))
+        return list(found)
+
+    def _occurrences_of(self, text: str) -> list[Occurrence]:
         found_all: list[Occurrence] = []
-        for number, tokens in enumerate(variants(text)):
+        for number, tokens in enumerate(_variants(text)):
             for start in range(len(tokens)):
+                first = tokens[start]
+                longer = squeeze(first) in self._firsts or stem(first) in self._firsts
                 for size in range(1, self.max_words + 1):
-                    if start + size > len(tokens):
+                    if start + size > len(tokens) or (size > 1 and not longer):
                         break
                     words = " ".join(tokens[start : start + size])
                     found = self._memo.get(words)
