@@ -111,6 +111,9 @@ def bench_prompt_gate(repeats: int = 3) -> dict[str, float]:
     gate = prompt_gate(load_policy())
     gate.check(specs[:1])  # the classifier loads on first use
     setup = time.perf_counter() - started
+    started = time.perf_counter()
+    gate.check(specs)  # the first pass: no text or n-gram remembered yet
+    first = time.perf_counter() - started
     batch = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -124,6 +127,7 @@ def bench_prompt_gate(repeats: int = 3) -> dict[str, float]:
         "prompts": len(specs),
         "blocked": sum(not v.passed for v in verdicts),
         "setup_s": setup,
+        "first_batch_prompts_per_s": len(specs) / first,
         "batch_prompts_per_s": len(specs) / statistics.median(batch),
         "single_prompts_per_s": 1 / single,
     }
@@ -230,8 +234,9 @@ def main() -> None:
               f"({e['false_positive_rate']:.1%}) {e['blocked_negatives']}")  # fmt: skip
     p = figures["prompt_gate"]
     print(f"prompt gate: {p['prompts']} Movie Gen Bench prompts, {p['blocked']} blocked")
-    print(f"  {p['batch_prompts_per_s']:.0f} prompts/s in one batch, {p['single_prompts_per_s']:.0f} prompts/s "
-          f"row by row (first use loads the classifier: {p['setup_s']:.1f} s)")  # fmt: skip
+    print(f"  {p['first_batch_prompts_per_s']:.0f} prompts/s in a first batch, {p['batch_prompts_per_s']:.0f} "
+          f"prompts/s repeated (texts remembered), {p['single_prompts_per_s']:.0f} prompts/s row by row "
+          f"(first use loads the classifier: {p['setup_s']:.1f} s)")  # fmt: skip
     if args.prompt_only:
         return
     f, d = figures["frame_gate"], figures["demo"]
