@@ -146,12 +146,7 @@ class Moderator:
 
         if self.unsafe_id is None or not getattr(self.tokenizer, "chat_template", None):
             raise ModeratorError(f"moderator {self.name!r} has no chat template or no 'unsafe' token: not a guard")
-        prompts = [
-            self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
-            )
-            for t in texts
-        ]
+        prompts = [self._chat(t) for t in texts]
         inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
             self.device.name
         )
@@ -174,6 +169,15 @@ class Moderator:
             unsafe = score >= self.settings.threshold
             verdicts.append(ModeratorVerdict(unsafe, score, categories if unsafe else (), output, written))
         return verdicts
+
+    def _chat(self, text: str) -> str:
+        """The text in the guard's own chat template (some, like Llama Guard 3 1B, want content parts)."""
+        try:
+            messages: list[dict[str, Any]] = [{"role": "user", "content": text}]
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception:  # a template error (jinja2's own class) means: try the content-parts form
+            messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def _verdict_step(self, generated: Any) -> int:
         """The first generated position holding "safe" or "unsafe" (the first one if none does)."""

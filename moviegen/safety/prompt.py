@@ -13,12 +13,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moviegen.catalog import CatalogValidation
 from moviegen.safety.policy import COMBINED_FIELDS, CombinationRule, Policy, PolicySet, zero_tolerance
-from moviegen.safety.text import Occurrence, TermIndex, canonical, find_pii
+from moviegen.safety.text import Occurrence, TermHit, TermIndex, canonical, find_pii
 from moviegen.spec import ClipSpec, Problem
+
+if TYPE_CHECKING:  # the moderator module imports this one
+    from moviegen.safety.moderator import Moderation
 
 CLASSIFIER = "alt-profanity-check"
 # Denied-term categories no negation ("no", "without") or allowed phrase can excuse.
@@ -192,11 +195,11 @@ class PromptGate:
         findings = self.combination_findings(spec) + findings
         return PromptVerdict(spec, self.policy, _first_per_rule(findings), {"classifier": classifier})
 
-    def denied(self, text: str) -> list[Any]:
+    def denied(self, text: str) -> list[TermHit]:
         """The denied terms a text uses, each once: not those it only excludes ("no gore") or that
         stand inside an allowed phrase ("nude lipstick"), except in zero-tolerance categories."""
         allowed = self.allowed.occurrences(text) if len(self.allowed) else []
-        hits: dict[tuple[str, str], Any] = {}
+        hits: dict[tuple[str, str], TermHit] = {}
         for occ in self.terms.occurrences(text):
             hit = occ.hit
             strict = hit.group in ZERO_TOLERANCE_CATEGORIES
@@ -329,7 +332,9 @@ class PromptScreening:
     moderator: dict[str, Any] | None = None  # the moderator's summary (model, ran, error), when one is set
 
 
-def screen_catalog(validation: CatalogValidation, policies: PolicySet, moderation: Any = None) -> PromptScreening:
+def screen_catalog(
+    validation: CatalogValidation, policies: PolicySet, moderation: Moderation | None = None
+) -> PromptScreening:
     """Run the prompt gate over a validation's rows; blocked rows move from ``specs`` to ``problems``.
 
     ``moderation`` (a ``moviegen.safety.moderator.Moderation``) adds the model's second opinion on
