@@ -23,6 +23,9 @@ def test_generative_score_is_the_probability_of_unsafe_at_the_first_verdict_toke
     import torch
 
     moderator = guard(cache_dir, "tiny-llama-guard", "generative", 0.5)
+    assert type(moderator.model).__name__ == "LlamaForCausalLM"
+    folder = cache_dir / "models" / "tiny-llama-guard-v1"
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
     text = "a quiet lake at dawn"
     (verdict,) = moderator.judge([text])
     prompt = moderator.tokenizer.apply_chat_template(
@@ -46,6 +49,7 @@ def test_classifier_score_is_the_probability_of_yes(cache_dir):
     from moviegen.safety.moderator import SHIELD_PROMPT
 
     moderator = guard(cache_dir, "tiny-shieldgemma", "classifier", 0.5)
+    assert type(moderator.model).__name__ == "Gemma2ForCausalLM"
     texts = ["a quiet lake at dawn", "a crowded market at noon"]
     verdicts = moderator.judge(texts)
     ids = moderator.tokenizer(
@@ -142,3 +146,9 @@ def test_a_moderator_that_cannot_run_fails_closed_unless_allowed(catalog_file, t
     allowed = write_config(tmp_path, model=str(folder), on_error="allow")
     result = CliRunner().invoke(app, ["validate", str(path), "--config", str(allowed), "--json"])
     assert [p["rule"] for p in json.loads(result.stdout)["problems"]] == ["denied_term"]
+
+
+def test_a_bad_moderator_setting_is_a_configuration_error(catalog_file, tmp_path):
+    config = write_config(tmp_path, model="tiny-llama-guard", colour="red")
+    result = CliRunner().invoke(app, ["validate", str(catalog_file([row("ok")])), "--config", str(config)])
+    assert result.exit_code == 2 and "colour" in result.output
