@@ -447,7 +447,8 @@ def validate(
     result = screening.validation
     if json_output:
         payload = {"rows": result.rows, "valid": len(result.specs), "problems": [p.to_json() for p in result.problems]}
-        payload["moderator"] = screening.moderator
+        if screening.moderator is not None:  # the contract's three keys, plus the moderator when one is set
+            payload["moderator"] = screening.moderator
         stdout.print_json(json.dumps(payload))
     else:
         for p in result.problems:
