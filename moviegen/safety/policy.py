@@ -165,7 +165,8 @@ class Policy(_Strict):
     @property
     def digest(self) -> str:
         """Short hash of the effective rules, recorded with every score so a verdict can be traced."""
-        data = self.model_dump(exclude={"source"})
+        # The built-in zero-tolerance rules are part of every policy's effective rules.
+        data = {**self.model_dump(exclude={"source"}), "zero_tolerance": zero_tolerance().model_dump()}
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
