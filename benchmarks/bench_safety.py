@@ -3,13 +3,17 @@
 Problem: the gates sit on every clip's path, so they must stay cheap: the goal is a frame gate
 that costs under 5% of the demo campaign's generation time on this machine.
 Solution: measure side by side in one process (the machine is noisy, so ratios come from one run):
-  1. prompt gate: the 1003 Movie Gen Bench prompts, in one batch and row by row (prompts/s);
+  0. prompt gate accuracy: precision and recall per category on tests/data/prompt_eval.csv, for
+     its dev split and its held-out split, and the hard negatives' false-positive rate;
+  1. prompt gate: the 1003 Movie Gen Bench prompts (every block is a false positive), in one batch
+     and row by row (prompts/s);
   2. frame gate: a real photograph panned into a 3 s clip at the tiny model's master size
      (480x272, 49 frames), from memory (fresh clips) and from the master file (reused masters);
   3. the demo catalog generated with the tiny model at its default steps, each clip then passing
      the frame gate exactly as in a run: generation seconds against frame-gate seconds.
 
     .venv/bin/python benchmarks/bench_safety.py [--catalog catalogs/demo.parquet] [--rows N] [--json]
+    .venv/bin/python benchmarks/bench_safety.py --prompt-only     # 0 and 1 only (a few seconds)
 """
 
 from __future__ import annotations
@@ -28,6 +32,71 @@ from common import find_moviegenbench  # benchmarks/common.py (scripts run from 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = find_moviegenbench()
 BENCH_PROMPTS = BENCH_DIR / "MovieGenVideoBench.txt" if BENCH_DIR else None
+EVAL_SET = ROOT / "tests" / "data" / "prompt_eval.csv"
+# The gate's categories and rules -> the evaluation set's categories (for precision).
+CATEGORY_OF = {
+    "sexual": "nudity",
+    "nudity": "nudity",
+    "minors_sexual": "sexual_minors",
+    "sexual_minors": "sexual_minors",
+    "violence_gore": "graphic_violence",
+    "graphic_violence": "graphic_violence",
+    "bodily_harm": "graphic_violence",
+    "mass_violence": "mass_violence",
+    "mass_violence_scene": "mass_violence",
+    "lined_up_and_shot": "mass_violence",
+    "killed_by_hand": "mass_violence",
+    "self_harm": "self_harm",
+    "self_injury": "self_harm",
+    "hate": "hate",
+    "hate_dehumanising": "hate",
+    "drugs": "drugs",
+}
+
+
+def predicted_categories(verdict) -> set[str]:
+    """The evaluation categories a verdict's findings point to (denied-term category or combination name)."""
+    found = set()
+    for f in verdict.findings:
+        key = f.details.get("category") or f.details.get("combination") or f.rule
+        found.add(CATEGORY_OF.get(key, "other"))
+    return found
+
+
+def bench_prompt_eval() -> dict[str, dict]:
+    """Precision and recall per category, and the hard negatives' false-positive rate, per split."""
+    import csv
+
+    from moviegen.safety import load_policy, prompt_gate
+    from moviegen.spec import ClipSpec
+
+    gate = prompt_gate(load_policy())
+    with EVAL_SET.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    figures: dict[str, dict] = {}
+    for split in ("dev", "heldout"):
+        part = [r for r in rows if r["split"] == split]
+        verdicts = gate.check([ClipSpec(i, "eval", f"e{i}", r["text"], ("youtube",)) for i, r in enumerate(part)])
+        labels = sorted({r["category"] for r in part} - {"safe_hard_negative"})
+        per: dict[str, dict] = {}
+        for label in labels:
+            rows_of = [v for r, v in zip(part, verdicts, strict=True) if r["category"] == label]
+            claimed = [r["category"] for r, v in zip(part, verdicts, strict=True) if label in predicted_categories(v)]
+            per[label] = {
+                "rows": len(rows_of),
+                "recall": sum(not v.passed for v in rows_of) / len(rows_of),
+                "precision": claimed.count(label) / len(claimed) if claimed else float("nan"),
+            }
+        negatives = [v for r, v in zip(part, verdicts, strict=True) if r["category"] == "safe_hard_negative"]
+        blocked = [v.spec.prompt for v in negatives if not v.passed]
+        figures[split] = {
+            "categories": per,
+            "hard_negatives": len(negatives),
+            "false_positives": len(blocked),
+            "false_positive_rate": len(blocked) / len(negatives),
+            "blocked_negatives": blocked,
+        }
+    return figures
 
 
 def bench_prompt_gate(repeats: int = 3) -> dict[str, float]:
@@ -42,6 +111,9 @@ def bench_prompt_gate(repeats: int = 3) -> dict[str, float]:
     gate = prompt_gate(load_policy())
     gate.check(specs[:1])  # the classifier loads on first use
     setup = time.perf_counter() - started
+    started = time.perf_counter()
+    gate.check(specs)  # the first pass: no text or n-gram remembered yet
+    first = time.perf_counter() - started
     batch = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -55,6 +127,7 @@ def bench_prompt_gate(repeats: int = 3) -> dict[str, float]:
         "prompts": len(specs),
         "blocked": sum(not v.passed for v in verdicts),
         "setup_s": setup,
+        "first_batch_prompts_per_s": len(specs) / first,
         "batch_prompts_per_s": len(specs) / statistics.median(batch),
         "single_prompts_per_s": 1 / single,
     }
@@ -143,17 +216,30 @@ def main() -> None:
     parser.add_argument("--catalog", default=str(ROOT / "catalogs" / "demo.parquet"))
     parser.add_argument("--rows", type=int, default=None, help="only the first N valid rows of the catalog")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--prompt-only", action="store_true", help="only the prompt gate's accuracy and speed")
     args = parser.parse_args()
 
-    figures = {"prompt_gate": bench_prompt_gate(), "frame_gate": bench_frame_gate()}
-    figures["demo"] = bench_demo(args.catalog, args.rows)
+    figures = {"prompt_eval": bench_prompt_eval(), "prompt_gate": bench_prompt_gate()}
+    if not args.prompt_only:
+        figures["frame_gate"] = bench_frame_gate()
+        figures["demo"] = bench_demo(args.catalog, args.rows)
     if args.json:
         print(json.dumps(figures, indent=2))
         return
-    p, f, d = figures["prompt_gate"], figures["frame_gate"], figures["demo"]
+    for split, e in figures["prompt_eval"].items():
+        print(f"prompt gate on the evaluation set, {split} split:")
+        for label, c in e["categories"].items():
+            print(f"  {label:17} {c['rows']:3} rows  recall {c['recall']:.3f}  precision {c['precision']:.3f}")
+        print(f"  hard negatives: {e['false_positives']} of {e['hard_negatives']} blocked "
+              f"({e['false_positive_rate']:.1%}) {e['blocked_negatives']}")  # fmt: skip
+    p = figures["prompt_gate"]
     print(f"prompt gate: {p['prompts']} Movie Gen Bench prompts, {p['blocked']} blocked")
-    print(f"  {p['batch_prompts_per_s']:.0f} prompts/s in one batch, {p['single_prompts_per_s']:.0f} prompts/s "
-          f"row by row (first use loads the classifier: {p['setup_s']:.1f} s)")  # fmt: skip
+    print(f"  {p['first_batch_prompts_per_s']:.0f} prompts/s in a first batch, {p['batch_prompts_per_s']:.0f} "
+          f"prompts/s repeated (texts remembered), {p['single_prompts_per_s']:.0f} prompts/s row by row "
+          f"(first use loads the classifier: {p['setup_s']:.1f} s)")  # fmt: skip
+    if args.prompt_only:
+        return
+    f, d = figures["frame_gate"], figures["demo"]
     print(f"frame gate: {f['frames']} frames at {f['size']}, {f['sampled']} sampled for the detector")
     print(f"  from memory: {f['clip_s']:.2f} s per clip = {f['frames_per_s']:.0f} frames/s "
           f"(detector {f['detector_frames_per_s']:.1f} sampled frames/s)")  # fmt: skip

@@ -63,6 +63,20 @@ def _policies(settings: Settings) -> PolicySet:
         raise typer.Exit(2) from None
 
 
+def _moderator_line(summary: dict | None) -> str:
+    """What ``validate`` says about the model-based moderator."""
+    if summary is None:
+        return "moderator: none configured (safety.moderator.model)"
+    if summary["ran"]:
+        return f"moderator: {summary['model']} ran on {summary['rows']} row(s) (threshold {summary['threshold']:g})"
+    if summary["error"]:
+        held = (
+            "rows passed on the rules alone (on_error: allow)" if summary["on_error"] == "allow" else "rows held back"
+        )
+        return f"moderator: {summary['model']} could not run ({escape(summary['error'])}); {held}"
+    return f"moderator: {summary['model']} had no row to judge"
+
+
 def _signer(settings: Settings) -> None:
     """Check the signing certificate and trust anchors now: a bad provenance configuration is exit 2."""
     from moviegen.provenance import ProvenanceError, check_trust_anchors, load_signing_identity
@@ -433,9 +447,10 @@ def validate(
     config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Check a catalog without loading any model: schema and the prompt gate; exit 0 when every row would run."""
+    """Check a catalog: schema, the prompt gate and its moderator when one is set; exit 0 when every row would run."""
     from moviegen.assets import UriPolicy
     from moviegen.presets import channel_presets, styles
+    from moviegen.safety.moderator import moderation_for
     from moviegen.safety.prompt import screen_catalog
 
     settings = _settings(config)
@@ -472,13 +487,17 @@ def validate(
         default_model=settings.generation.model,
         uri_policy=UriPolicy.from_settings(settings.inputs),
     )
-    result = screen_catalog(result, policies).validation
+    screening = screen_catalog(result, policies, moderation_for(settings.safety.moderator, settings.cache_dir))
+    result = screening.validation
     if json_output:
         payload = {"rows": result.rows, "valid": len(result.specs), "problems": [p.to_json() for p in result.problems]}
+        if screening.moderator is not None:  # the contract's three keys, plus the moderator when one is set
+            payload["moderator"] = screening.moderator
         stdout.print_json(json.dumps(payload))
     else:
         for p in result.problems:
             console.print(f"[yellow]{p.stage}[/yellow] {escape(p.describe())}")
+        console.print(_moderator_line(screening.moderator))
         console.print(f"{len(result.specs)} of {result.rows} rows would run.")
     raise typer.Exit(0 if not result.problems else 1)
 

@@ -221,12 +221,70 @@ class ProvenanceSettings(BaseModel):
     channels: dict[str, ChannelProvenance] = Field(default_factory=dict, description="Per-channel disclosure, by name.")
 
 
+# Llama Guard 3's hazard categories (its own output names them S1..S14).
+LLAMA_GUARD_CATEGORIES = {
+    "S1": "violent crimes",
+    "S2": "non-violent crimes",
+    "S3": "sex-related crimes",
+    "S4": "child sexual exploitation",
+    "S5": "defamation",
+    "S6": "specialized advice",
+    "S7": "privacy",
+    "S8": "intellectual property",
+    "S9": "indiscriminate weapons",
+    "S10": "hate",
+    "S11": "suicide and self-harm",
+    "S12": "sexual content",
+    "S13": "elections",
+    "S14": "code interpreter abuse",
+}
+SHIELD_POLICY = (
+    '"No Dangerous, Sexual, Hateful or Violent Content": the text shall not describe sexual content, '
+    "minors in a sexual or revealing way, graphic or mass violence, self-harm, hate towards a group of "
+    "people, or illegal drug use."
+)
+
+
+class ModeratorSettings(BaseModel):
+    """A model-based second opinion in the prompt gate (off unless ``model`` is set).
+
+    ``generative`` guards (Llama Guard style) write "safe" or "unsafe" and their category codes; the
+    score is the probability of "unsafe" as the first verdict token. ``classifier`` guards
+    (ShieldGemma style) answer Yes or No to whether the text breaks ``policy``; the score is the
+    probability of Yes. A row whose score reaches ``threshold`` is blocked.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(
+        None, description="Registry name (tiny-llama-guard, llama-guard-3-1b, ...), hub id or local folder."
+    )
+    kind: Literal["generative", "classifier"] = Field("generative", description="How the model gives its verdict.")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Score at or above which a row is blocked.")
+    on_error: Literal["block", "allow"] = Field(
+        "block", description="When the model cannot load or fails: block every row (fail closed) or allow them."
+    )
+    categories: dict[str, str] = Field(
+        default_factory=lambda: dict(LLAMA_GUARD_CATEGORIES),
+        description="A generative guard's category codes and what they mean.",
+    )
+    policy: str = Field(SHIELD_POLICY, description="The policy a classifier guard is asked about.")
+    max_new_tokens: int = Field(12, ge=1, le=64, description="Tokens a generative guard may write.")
+    batch_size: int = Field(8, ge=1, description="Rows per model call.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
+    allow_pickle: bool = Field(False, description="Allow pickle weights in a local folder (they can run code).")
+
+
 class SafetySettings(BaseModel):
     """Which safety policy files apply (see moviegen/data/policy.yaml for what a policy holds)."""
 
     policy: str = Field("default", description="Policy file for every campaign; 'default' is the built-in one.")
     campaign_policies: dict[str, str] = Field(
         default_factory=dict, description="Policy file per campaign_id (a brand's own rules), overriding `policy`."
+    )
+    moderator: ModeratorSettings = Field(
+        default_factory=ModeratorSettings, description="A model-based second opinion in the prompt gate."
     )
 
 

@@ -114,6 +114,7 @@ from moviegen.safety import (
     score_row,
     screen_catalog,
 )
+from moviegen.safety.moderator import moderation_for
 from moviegen.soundtrack import AudioModelError, audio_request, compose_bed, generate_soundtracks
 from moviegen.spec import ClipPlan, ClipSpec, Problem
 from moviegen.watermark import WatermarkError, default_watermarker
@@ -219,7 +220,10 @@ def screen_prompts(validation: CatalogValidation, ctx: RunContext) -> CatalogVal
     """
     started = time.perf_counter()
     progress.start("prompt_gate", len(validation.specs))
-    screening = screen_catalog(validation, ctx.policies)
+    moderation = moderation_for(ctx.settings.safety.moderator, ctx.settings.cache_dir)
+    screening = screen_catalog(validation, ctx.policies, moderation)
+    if screening.moderator is not None:
+        log.info("prompt moderator: %s", screening.moderator)
     rows = []
     for v in screening.verdicts:
         spec, rule = v.spec, (v.findings[0].rule if v.findings else None)

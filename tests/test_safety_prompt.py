@@ -254,7 +254,7 @@ def test_validate_cli_rejects_a_bad_policy_with_exit_2(catalog_file, tmp_path, m
 
 
 # The default policy's verdicts on Movie Gen Bench: every prompt there is benign, so each block is
-# a false positive. At most 10 are allowed; each one listed here is explained in docs/safety.md.
+# a false positive. At most 5 are allowed; each one listed here is explained in docs/safety.md.
 EXPLAINED_BENCH_BLOCKS: dict[int, str] = {}
 
 
@@ -267,5 +267,5 @@ def test_movie_gen_bench_false_positives_are_few_and_explained(gate, moviegenben
     ]
     assert len(specs) == 1003
     blocked_rows = {v.spec.row: [f.rule for f in v.findings] for v in gate.check(specs) if not v.passed}
-    assert len(blocked_rows) <= 10
+    assert len(blocked_rows) <= 5
     assert set(blocked_rows) == set(EXPLAINED_BENCH_BLOCKS), blocked_rows

@@ -11,6 +11,8 @@ numbers mean nothing, but every shape, dtype, tokenizer and config path is the r
     tiny-cogvideox     CogVideoXPipeline         text-to-video (and video-to-video on the same weights)
     tiny-stable-audio  StableAudioPipeline       text-to-audio, 44.1 kHz stereo, up to about 6 s
     tiny-clip          CLIPModel + CLIPProcessor prompt-adherence scorer (a real byte-level BPE CLIP tokenizer)
+    tiny-llama-guard   LlamaForCausalLM + chat template: a generative prompt moderator ("safe" / "unsafe\nS1")
+    tiny-shieldgemma   Gemma2ForCausalLM: a classifier prompt moderator (probability of "Yes")
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ TINY_BUILDS: dict[str, str] = {
     "tiny-cogvideox": "tiny-cogvideox-v1",
     "tiny-stable-audio": "tiny-stable-audio-v1",
     "tiny-clip": "tiny-clip-v1",
+    "tiny-llama-guard": "tiny-llama-guard-v1",
+    "tiny-shieldgemma": "tiny-shieldgemma-v1",
 }
 
 
@@ -384,3 +388,99 @@ def _byte_tokenizer():  # -> transformers.PreTrainedTokenizerFast
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
     )
+
+
+# --- prompt moderators (safety.moderator) ------------------------------------------------------
+
+# The tokens a guard's verdict is made of: whole tokens, as in the real guards' vocabularies.
+GUARD_TOKENS = ["safe", "unsafe", "Yes", "No", *(f"S{i}" for i in range(1, 15))]
+LLAMA_GUARD_TEMPLATE = (
+    "{{ bos_token }}Task: Check if there is unsafe content in 'User' messages in conversations according to "
+    "our safety policy with the below categories.\n<BEGIN CONVERSATION>\n"
+    "{% for message in messages %}{{ message['role'] | capitalize }}: {{ message['content'] }}\n{% endfor %}"
+    "<END CONVERSATION>\nProvide your safety assessment for ONLY THE LAST User message in the above "
+    "conversation:\n - First line must read 'safe' or 'unsafe'.\n - If unsafe, a second line must include a "
+    "comma-separated list of violated categories.{% if add_generation_prompt %}\n{% endif %}"
+)
+
+
+def build_tiny_llama_guard() -> tuple[Any, Any]:  # -> (transformers.LlamaForCausalLM, PreTrainedTokenizerFast)
+    """A Llama Guard-style generative moderator: a tiny Llama and a byte-level tokenizer with a chat template."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _guard_tokenizer(LLAMA_GUARD_TEMPLATE)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with _seeded():
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def build_tiny_shieldgemma() -> tuple[Any, Any]:  # -> (transformers.Gemma2ForCausalLM, PreTrainedTokenizerFast)
+    """A ShieldGemma-style classifier moderator: a tiny Gemma 2 whose next-token Yes/No odds are the score."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    tokenizer = _guard_tokenizer(None)
+    config = Gemma2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=2048,
+        sliding_window=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with _seeded():
+        model = Gemma2ForCausalLM(config)
+    return model, tokenizer
+
+
+def _guard_tokenizer(chat_template: str | None):  # -> transformers.PreTrainedTokenizerFast
+    """A byte-level tokenizer (any text gets ids, offline) with the guards' verdict words as whole tokens."""
+    from tokenizers import Tokenizer, decoders, models
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    for ch in sorted(ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=2048,
+        padding_side="left",
+    )
+    tokenizer.add_tokens(GUARD_TOKENS)
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+_BUILDERS.update(
+    {
+        "tiny-llama-guard": lambda: list(build_tiny_llama_guard()),
+        "tiny-shieldgemma": lambda: list(build_tiny_shieldgemma()),
+    }
+)

@@ -7,6 +7,7 @@ what it changes: mappings merge key by key, lists and plain values replace.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from importlib import resources
@@ -14,13 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moviegen.config import ConfigError
 from moviegen.safety.text import PII_KINDS
 
 DEFAULT_POLICY = "default"
-PROMPT_FIELDS = ("prompt", "negative_prompt", "caption", "hashtags", "audio_prompt")
+PROMPT_FIELDS = ("prompt", "negative_prompt", "caption", "hashtags", "audio_prompt", "title", "cta")
+# The text of a row that reaches the video (generated, or burned in): combination rules read it as one.
+COMBINED_FIELDS = ("prompt", "title", "caption", "cta")
 Check = Literal["terms", "names", "pii", "classifier", "length"]
 
 
@@ -45,6 +48,19 @@ class ClassifierPolicy(_Strict):
     threshold: float = Field(0.9, gt=0.0, le=1.0)
 
 
+class CombinationRule(_Strict):
+    """A term of each named group, together in a row's text, blocks it (no term need be denied alone).
+
+    Groups are ``term_groups`` or ``denied_terms`` categories. ``within`` bounds how many words may
+    separate the terms (within one field); without it, the terms may be anywhere in the row's text
+    that reaches the video (prompt, title, caption, call to action), never the negative prompt.
+    """
+
+    all_of: list[str] = Field(min_length=2)
+    within: int | None = Field(None, ge=0)
+    why: str = ""
+
+
 class PromptPolicy(_Strict):
     """What the prompt gate checks in each catalog text field."""
 
@@ -52,7 +68,14 @@ class PromptPolicy(_Strict):
         default_factory=lambda: {"prompt": ["terms", "names", "pii", "classifier", "length"]}
     )
     denied_terms: dict[str, list[str]] = Field(default_factory=dict)
+    # Vocabulary that blocks only in a combination rule. The built-in groups (zero_tolerance.yaml)
+    # only grow: a policy's list for one of them is added to the built-in one.
+    term_groups: dict[str, list[str]] = Field(default_factory=dict)
+    combinations: dict[str, CombinationRule] = Field(default_factory=dict)
     protected_names: dict[str, list[str]] = Field(default_factory=dict)
+    # Phrases in which a denied term is ordinary copy ("nude lipstick"): a denied term inside one
+    # does not count (never for the zero-tolerance rules).
+    allowed_phrases: list[str] = Field(default_factory=list)
     pii: list[str] = Field(default_factory=lambda: list(PII_KINDS))
     allowed_domains: list[str] = Field(default_factory=list)
     limits: dict[str, LengthLimit] = Field(default_factory=dict)
@@ -65,6 +88,24 @@ class PromptPolicy(_Strict):
         if unknown:
             raise ValueError(f"unknown catalog field(s) {unknown}: use {', '.join(PROMPT_FIELDS)}")
         return value
+
+    @model_validator(mode="after")
+    def _known_groups(self) -> PromptPolicy:
+        builtin = zero_tolerance()
+        for name, rule in self.combinations.items():
+            if name in builtin.combinations:
+                raise ValueError(
+                    f"combinations.{name} is built in and cannot be replaced or removed: add terms to its groups "
+                    f"({', '.join(builtin.combinations[name].all_of)}) under term_groups instead"
+                )
+            known = {*self.term_groups, *self.denied_terms, *builtin.term_groups}
+            unknown = [g for g in rule.all_of if g not in known]
+            if unknown:
+                raise ValueError(
+                    f"combinations.{name} names unknown group(s) {unknown}: define them under term_groups "
+                    "or denied_terms"
+                )
+        return self
 
     @field_validator("pii")
     @classmethod
@@ -124,9 +165,36 @@ class Policy(_Strict):
     @property
     def digest(self) -> str:
         """Short hash of the effective rules, recorded with every score so a verdict can be traced."""
-        data = self.model_dump(exclude={"source"})
+        # The built-in zero-tolerance rules are part of every policy's effective rules.
+        data = {**self.model_dump(exclude={"source"}), "zero_tolerance": zero_tolerance().model_dump()}
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class ZeroTolerance(_Strict):
+    """The built-in combination rules no policy can replace or remove, and their vocabulary."""
+
+    term_groups: dict[str, list[str]]
+    combinations: dict[str, CombinationRule]
+
+
+@functools.cache
+def zero_tolerance() -> ZeroTolerance:
+    """The shipped zero-tolerance rules (moviegen/data/zero_tolerance.yaml), read once."""
+    path = Path(str(resources.files("moviegen") / "data" / "zero_tolerance.yaml"))
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    groups = {name: [str(t) for t in terms] for name, terms in data["term_groups"].items()}
+    # Ages under 18, as digits and as words: "a 14 year old", "12yo", "a twelve-year-old".
+    ages = [str(n) for n in range(1, 18)] + _AGE_WORDS
+    for age in ages:
+        groups["minors"] += [f"{age} year old", f"{age} years old", f"{age} yo", f"{age}yo", f"{age} yr old"]
+    return ZeroTolerance(term_groups=groups, combinations=data["combinations"])
+
+
+_AGE_WORDS = [
+    *("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"),
+    *("thirteen", "fourteen", "fifteen", "sixteen", "seventeen"),
+]
 
 
 def default_policy_path() -> Path:

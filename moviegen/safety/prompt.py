@@ -1,9 +1,11 @@
 """The prompt gate: policy rules plus a shipped classifier over a row's text, before any generation.
 
 A blocked row never reaches the model. Each reason becomes a Problem with stage ``prompt``, the
-field as its column, a rule (``denied_term``, ``protected_name``, ``pii_<kind>``, ``too_long``,
-``too_short``, ``classifier``) and a message that says what to change. Every row's classifier
-scores are kept, blocked or not, so a reviewer can see why a row passed.
+field as its column, a rule (``denied_term``, ``combination_<name>``, ``protected_name``,
+``pii_<kind>``, ``too_long``, ``too_short``, ``classifier``; with a moderator, ``moderator`` and
+``moderator_unavailable``) and a message that says what to change and quotes the words that
+triggered it. Every row's classifier scores are kept, blocked or not, so a reviewer can see why a
+row passed.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moviegen.catalog import CatalogValidation
-from moviegen.safety.policy import Policy, PolicySet
-from moviegen.safety.text import TermIndex, canonical, find_pii
+from moviegen.safety.policy import COMBINED_FIELDS, CombinationRule, Policy, PolicySet, zero_tolerance
+from moviegen.safety.text import Occurrence, TermHit, TermIndex, canonical, find_pii
 from moviegen.spec import ClipSpec, Problem
 
+if TYPE_CHECKING:  # the moderator module imports this one
+    from moviegen.safety.moderator import Moderation
+
 CLASSIFIER = "alt-profanity-check"
+# Denied-term categories no negation ("no", "without") or allowed phrase can excuse.
+ZERO_TOLERANCE_CATEGORIES = frozenset({"minors_sexual"})
 _PII_LABELS = {
     "email": "an e-mail address",
     "phone": "a phone number",
@@ -89,6 +96,18 @@ class PromptGate:
         rules = policy.prompt
         self.terms = TermIndex(rules.denied_terms)
         self.names = TermIndex(rules.protected_names)
+        self.allowed = TermIndex({"allowed": rules.allowed_phrases})
+        builtin = zero_tolerance()
+        groups = {**rules.denied_terms, **rules.term_groups}
+        for name, terms in builtin.term_groups.items():  # built-in groups only grow
+            groups[name] = [*terms, *rules.term_groups.get(name, [])]
+        # name -> (rule, zero tolerance?): the built-in rules first, then the policy's own.
+        self.combinations: dict[str, tuple[CombinationRule, bool]] = {
+            **{name: (rule, True) for name, rule in builtin.combinations.items()},
+            **{name: (rule, False) for name, rule in rules.combinations.items()},
+        }
+        wanted = {g for rule, _ in self.combinations.values() for g in rule.all_of}
+        self.groups = TermIndex({g: groups[g] for g in sorted(wanted)})
 
     def fields_for(self, spec: ClipSpec) -> dict[str, tuple[str, list[str]]]:
         """The fields to check for a row: name -> (text, checks).
@@ -105,6 +124,8 @@ class PromptGate:
             "caption": spec.caption,
             "hashtags": " ".join(spec.hashtags),
             "audio_prompt": spec.audio_prompt,
+            "title": spec.title,
+            "cta": spec.cta,
         }
         return {name: (texts[name], list(c)) for name, c in checks.items() if texts[name].strip()}
 
@@ -128,7 +149,7 @@ class PromptGate:
             if "length" in checks and name in rules.limits:
                 findings += _length(name, text, rules.limits[name])
             if "terms" in checks:
-                for hit in self.terms.find(text):
+                for hit in self.denied(text):
                     read = "" if canonical(hit.matched) == canonical(hit.term) else f", read as {hit.term!r}"
                     findings.append(
                         Finding(
@@ -171,7 +192,85 @@ class PromptGate:
                         {"classifier": CLASSIFIER, "score": classifier[name], "threshold": rules.classifier.threshold},
                     )
                 )
+        findings = self.combination_findings(spec) + findings
         return PromptVerdict(spec, self.policy, _first_per_rule(findings), {"classifier": classifier})
+
+    def denied(self, text: str) -> list[TermHit]:
+        """The denied terms a text uses, each once: not those it only excludes ("no gore") or that
+        stand inside an allowed phrase ("nude lipstick"), except in zero-tolerance categories."""
+        allowed = self.allowed.occurrences(text) if len(self.allowed) else []
+        hits: dict[tuple[str, str], TermHit] = {}
+        for occ in self.terms.occurrences(text):
+            hit = occ.hit
+            strict = hit.group in ZERO_TOLERANCE_CATEGORIES
+            if not strict and (hit.negated or any(_covers(a, occ) for a in allowed)):
+                continue
+            hits.setdefault((hit.group, hit.term), hit)
+        return list(hits.values())
+
+    def combination_findings(self, spec: ClipSpec) -> list[Finding]:
+        """Findings of the combination rules over the row's text that reaches the video."""
+        texts = {name: getattr(spec, name) for name in COMBINED_FIELDS if getattr(spec, name).strip()}
+        found = {name: self.groups.occurrences(text) for name, text in texts.items()}
+        findings = []
+        for name, (rule, strict) in self.combinations.items():
+            match = _combination(rule, found)
+            if match is None:
+                continue
+            words = " with ".join(f"{occ.hit.matched!r} ({occ.hit.group}, {where})" for where, occ in match)
+            kind = "zero tolerance: no policy can allow it" if strict else f"policy {self.policy.name}"
+            findings.append(
+                Finding(
+                    match[0][0],
+                    f"combination_{name}",
+                    f"the row's text combines {words}: {rule.why or name} (rule {name}, {kind}); remove or rephrase it",
+                    {
+                        "combination": name,
+                        "zero_tolerance": strict,
+                        "terms": [{"field": w, "group": o.hit.group, "matched": o.hit.matched} for w, o in match],
+                        "matched": " + ".join(o.hit.matched for _, o in match),
+                    },
+                )
+            )
+        return findings
+
+
+def _covers(outer: Occurrence, inner: Occurrence) -> bool:
+    return outer.variant == inner.variant and outer.start <= inner.start and inner.end <= outer.end
+
+
+def _combination(rule: CombinationRule, found: dict[str, list[Occurrence]]) -> list[tuple[str, Occurrence]] | None:
+    """One occurrence of each of the rule's groups (field, occurrence), or None when the rule does not match.
+
+    Without ``within`` the occurrences may be in any field; with it, all in one field and variant,
+    each at most ``within`` words from the first group's.
+    """
+    if rule.within is None:
+        picked = []
+        for group in rule.all_of:
+            first = next(((f, o) for f, occs in found.items() for o in occs if o.hit.group == group), None)
+            if first is None:
+                return None
+            picked.append(first)
+        return picked
+    for field_name, occs in found.items():
+        for anchor in (o for o in occs if o.hit.group == rule.all_of[0]):
+            picked = [(field_name, anchor)]
+            for group in rule.all_of[1:]:
+                near = next((o for o in occs if o.hit.group == group and _gap(anchor, o) <= rule.within), None)
+                if near is None:
+                    break
+                picked.append((field_name, near))
+            else:
+                return picked
+    return None
+
+
+def _gap(a: Occurrence, b: Occurrence) -> int:
+    """Words between two occurrences of one variant (a large number across variants)."""
+    if a.variant != b.variant:
+        return 1 << 30
+    return max(b.start - a.end, a.start - b.end, 0)
 
 
 def _length(name: str, text: str, limit: Any) -> list[Finding]:
@@ -230,10 +329,17 @@ class PromptScreening:
 
     validation: CatalogValidation
     verdicts: list[PromptVerdict]
+    moderator: dict[str, Any] | None = None  # the moderator's summary (model, ran, error), when one is set
 
 
-def screen_catalog(validation: CatalogValidation, policies: PolicySet) -> PromptScreening:
-    """Run the prompt gate over a validation's rows; blocked rows move from ``specs`` to ``problems``."""
+def screen_catalog(
+    validation: CatalogValidation, policies: PolicySet, moderation: Moderation | None = None
+) -> PromptScreening:
+    """Run the prompt gate over a validation's rows; blocked rows move from ``specs`` to ``problems``.
+
+    ``moderation`` (a ``moviegen.safety.moderator.Moderation``) adds the model's second opinion on
+    every row the rules pass.
+    """
     by_policy: dict[str, list[ClipSpec]] = {}
     for spec in validation.specs:
         by_policy.setdefault(policies.for_campaign(spec.campaign_id).digest, []).append(spec)
@@ -243,7 +349,9 @@ def screen_catalog(validation: CatalogValidation, policies: PolicySet) -> Prompt
         for verdict in gate.check(specs):
             verdicts[verdict.spec.row] = verdict
     ordered = [verdicts[spec.row] for spec in validation.specs]
+    if moderation is not None:
+        ordered = moderation.review(ordered)
     problems = [*validation.problems, *(p for v in ordered for p in v.problems())]
     problems.sort(key=lambda p: (p.row if p.row is not None else -1, p.column or ""))
     screened = CatalogValidation(rows=validation.rows, specs=[v.spec for v in ordered if v.passed], problems=problems)
-    return PromptScreening(screened, ordered)
+    return PromptScreening(screened, ordered, moderation.summary() if moderation is not None else None)

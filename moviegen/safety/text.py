@@ -16,9 +16,10 @@ import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, replace
+from functools import cache, lru_cache
 
+import snowballstemmer
 from anyascii import anyascii
 
 # Digits and symbols used as letters. "1" reads as i or l, so both readings are tried.
@@ -95,6 +96,12 @@ def variants(text: str) -> list[list[str]]:
     return seen
 
 
+@lru_cache(maxsize=4096)
+def _variants(text: str) -> tuple[list[str], ...]:
+    """``variants``, remembered: every index of a gate reads the same texts (do not mutate the lists)."""
+    return tuple(variants(text))
+
+
 def canonical(text: str) -> str:
     """The plain normalized reading of a text: folded, de-leeted, one space between tokens.
 
@@ -129,11 +136,79 @@ MAX_TEXT_MEMO = 20_000  # whole texts remembered per index (texts are at most a 
 
 @dataclass(frozen=True)
 class TermHit:
-    """One term found in a text: its group (category or list name), the term, and the words that matched."""
+    """One term found in a text: its group (category or list name), the term, and the words that matched.
+
+    ``negated`` is true when every place the term occurs is in a negation scope ("no gore",
+    "without nudity", "free of drugs", "alcohol-free"): the text names the term only to exclude it.
+    """
 
     group: str
     term: str
     matched: str
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One place a term occurs: the hit, which evasion variant of the text, and its token span."""
+
+    hit: TermHit
+    variant: int
+    start: int
+    end: int
+
+
+# Words that, directly before a term, say the text excludes it; "free" directly after it does too
+# ("alcohol-free"). A phrase that holds its own negation ("wearing no clothes") is a term of its own
+# and is matched as a whole, so the scope never turns an unsafe phrase safe.
+NEGATIONS = frozenset({"no", "without", "zero", "non"})
+NEGATIONS_TWO_WORDS = frozenset({("free", "of")})
+NEGATION_AFTER = frozenset({"free"})
+# Endings an inflected word may add to a term's word once both share a Snowball stem: "undressing",
+# "disembowelled", "seductively", "executed"; derivations such as "retardant" or "heroine" are not
+# inflections, so they never read as the term.
+INFLECTIONS = frozenset(
+    {"", "s", "es", "d", "ed", "ing", "ly", "er", "ers", "est", "ies", "ied", "ily", "ness", "edly", "ingly"}
+)
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@cache
+def stem(word: str) -> str:
+    """The Snowball (Porter2) English stem of one lower-case word."""
+    return _STEMMER.stemWord(word)
+
+
+def inflects(word: str, base: str) -> bool:
+    """Whether ``word`` is ``base`` or an inflection of it (same stem, an inflectional ending).
+
+    A final "e" or "y" of the base may give way ("execute" -> "executing", "bloody" -> "bloodied"),
+    and a doubled final consonant is allowed ("strip" -> "stripping").
+    """
+    if word == base:
+        return True
+    if stem(word) != stem(base):
+        return False
+    common = 0
+    for a, b in zip(word, base, strict=False):
+        if a != b:
+            break
+        common += 1
+    tail, rest = word[common:], base[common:]
+    if rest not in ("", "e", "y"):
+        return False
+    if tail and common and tail[0] == word[common - 1] and rest == "":
+        tail = tail[1:]
+    return tail in INFLECTIONS
+
+
+def _negated(tokens: list[str], start: int, end: int) -> bool:
+    before = tokens[start - 1] if start else ""
+    two_before = tuple(tokens[start - 2 : start]) if start >= 2 else ()
+    after = tokens[end] if end < len(tokens) else ""
+    # "no blood or gore": one word and "or" after the negation still lie in its scope.
+    listed = before in ("or", "nor") and start >= 3 and tokens[start - 3] in NEGATIONS
+    return before in NEGATIONS or two_before in NEGATIONS_TWO_WORDS or after in NEGATION_AFTER or listed
 
 
 class TermIndex:
@@ -141,6 +216,10 @@ class TermIndex:
 
     def __init__(self, groups: Mapping[str, Iterable[str]]) -> None:
         self._by_key: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        self._by_stem: dict[str, list[tuple[str, str, tuple[str, ...]]]] = defaultdict(list)
+        # First words of multi-word terms (squeezed, and stemmed): a longer n-gram is only looked up
+        # when it starts with one of them.
+        self._firsts: set[str] = set()
         self.max_words = 1
         for group, terms in groups.items():
             for term in terms:
@@ -153,10 +232,17 @@ class TermIndex:
                         entry = (group, term, form)
                         if entry not in self._by_key[squeeze(form)]:
                             self._by_key[squeeze(form)].append(entry)
+                    # Inflections of every word of the term: "undressing", "cut in halves".
+                    if len(tokens) > 1:
+                        self._firsts.update((squeeze(tokens[0]), stem(tokens[0])))
+                    stems = " ".join(stem(t) for t in tokens)
+                    if (group, term, tuple(tokens)) not in self._by_stem[stems]:
+                        self._by_stem[stems].append((group, term, tuple(tokens)))
         # n-gram -> its hits, and text -> its hits: common words, captions, hashtags and negative
         # prompts recur across a catalog's rows, and a lookup is pure.
         self._memo: dict[str, tuple[TermHit, ...]] = {}
         self._texts: dict[str, tuple[TermHit, ...]] = {}
+        self._occurrences: dict[str, tuple[Occurrence, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -172,10 +258,30 @@ class TermIndex:
 
     def _find(self, text: str) -> list[TermHit]:
         hits: dict[tuple[str, str], TermHit] = {}
-        for tokens in variants(text):
+        for occurrence in self.occurrences(text):
+            hit = occurrence.hit
+            key = (hit.group, hit.term)
+            if key not in hits or (hits[key].negated and not hit.negated):
+                hits[key] = hit
+        return list(hits.values())
+
+    def occurrences(self, text: str) -> list[Occurrence]:
+        """Every place a term occurs, in each evasion variant of the text, with its token span."""
+        found = self._occurrences.get(text)
+        if found is None:
+            if len(self._occurrences) >= MAX_TEXT_MEMO:
+                self._occurrences.clear()
+            found = self._occurrences[text] = tuple(self._occurrences_of(text))
+        return list(found)
+
+    def _occurrences_of(self, text: str) -> list[Occurrence]:
+        found_all: list[Occurrence] = []
+        for number, tokens in enumerate(_variants(text)):
             for start in range(len(tokens)):
+                first = tokens[start]
+                longer = squeeze(first) in self._firsts or stem(first) in self._firsts
                 for size in range(1, self.max_words + 1):
-                    if start + size > len(tokens):
+                    if start + size > len(tokens) or (size > 1 and not longer):
                         break
                     words = " ".join(tokens[start : start + size])
                     found = self._memo.get(words)
@@ -183,15 +289,26 @@ class TermIndex:
                         if len(self._memo) >= MAX_MEMO:
                             self._memo.clear()
                         found = self._memo[words] = tuple(self._lookup(words))
+                    if not found:
+                        continue
+                    negated = _negated(tokens, start, start + size)
                     for hit in found:
-                        hits.setdefault((hit.group, hit.term), hit)
-        return list(hits.values())
+                        hit = replace(hit, negated=True) if negated else hit
+                        found_all.append(Occurrence(hit, number, start, start + size))
+        return found_all
 
     def _lookup(self, words: str) -> Iterable[TermHit]:
+        seen: set[tuple[str, str]] = set()
         for candidate in _singulars(words):
             for group, term, form in self._by_key.get(squeeze(candidate), ()):
-                if _stretch_pattern(form).fullmatch(candidate):
+                if (group, term) not in seen and _stretch_pattern(form).fullmatch(candidate):
+                    seen.add((group, term))
                     yield TermHit(group, term, words)
+        tokens = words.split(" ")
+        for group, term, base in self._by_stem.get(" ".join(stem(t) for t in tokens), ()):
+            if (group, term) not in seen and all(inflects(w, b) for w, b in zip(tokens, base, strict=True)):
+                seen.add((group, term))
+                yield TermHit(group, term, words)
 
 
 def _singulars(words: str) -> set[str]:

@@ -1,0 +1,154 @@
+"""The model-based moderator: real loading and scoring on tiny random-weight guards, wired into the gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import fast_settings, row
+from typer.testing import CliRunner
+
+from flows.cli import app
+from moviegen.config import ModeratorSettings, SafetySettings
+from moviegen.safety.moderator import ModeratorError, load_moderator, parse_guard_output, resolve_moderator
+
+
+def guard(cache_dir: Path, name: str, kind: str, threshold: float):
+    return load_moderator(ModeratorSettings(model=name, kind=kind, threshold=threshold), cache_dir)
+
+
+def test_generative_score_is_the_probability_of_unsafe_at_the_first_verdict_token(cache_dir):
+    import torch
+
+    moderator = guard(cache_dir, "tiny-llama-guard", "generative", 0.5)
+    assert type(moderator.model).__name__ == "LlamaForCausalLM"
+    folder = cache_dir / "models" / "tiny-llama-guard-v1"
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+    text = "a quiet lake at dawn"
+    (verdict,) = moderator.judge([text])
+    prompt = moderator.tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+    )
+    ids = moderator.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        logits = moderator.model(**ids).logits[0, -1].float()
+    # The random model writes neither verdict word, so its first token is the verdict position.
+    assert parse_guard_output(verdict.output, {})[0] is None
+    expected = float(torch.softmax(logits, dim=-1)[moderator.unsafe_id])
+    assert verdict.score == pytest.approx(expected, rel=1e-4) and 0.0 < verdict.score < 1.0
+    assert verdict.unsafe is (verdict.score >= 0.5)
+    assert guard(cache_dir, "tiny-llama-guard", "generative", 0.0).judge([text])[0].unsafe is True
+    assert guard(cache_dir, "tiny-llama-guard", "generative", 1.0).judge([text])[0].unsafe is False
+
+
+def test_classifier_score_is_the_probability_of_yes(cache_dir):
+    import torch
+
+    from moviegen.safety.moderator import SHIELD_PROMPT
+
+    moderator = guard(cache_dir, "tiny-shieldgemma", "classifier", 0.5)
+    assert type(moderator.model).__name__ == "Gemma2ForCausalLM"
+    texts = ["a quiet lake at dawn", "a crowded market at noon"]
+    verdicts = moderator.judge(texts)
+    ids = moderator.tokenizer(
+        SHIELD_PROMPT.format(text=texts[1], policy=moderator.settings.policy), return_tensors="pt"
+    )
+    with torch.inference_mode():
+        logits = moderator.model(**ids).logits[0, -1].float()
+    expected = float(torch.softmax(logits[[moderator.yes_id, moderator.no_id]], dim=-1)[0])
+    assert verdicts[1].score == pytest.approx(expected, abs=1e-4)  # batched with left padding = alone
+    assert [v.unsafe for v in guard(cache_dir, "tiny-shieldgemma", "classifier", 0.0).judge(texts)] == [True, True]
+    assert [v.unsafe for v in guard(cache_dir, "tiny-shieldgemma", "classifier", 1.0).judge(texts)] == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("output", "verdict", "categories"),
+    [
+        ("safe", "safe", ()),
+        ("\n\nunsafe\nS1,S10", "unsafe", ("S1 violent crimes", "S10 hate")),
+        ("unsafe\nS4", "unsafe", ("S4 child sexual exploitation",)),
+        ("unsafe\nX9", "unsafe", ("X9",)),
+        ("zq!#", None, ()),
+    ],
+)
+def test_generative_output_is_parsed(output, verdict, categories):
+    assert parse_guard_output(output, ModeratorSettings().categories) == (verdict, categories)
+
+
+def test_moderator_names_are_resolved_or_refused(tmp_path):
+    assert resolve_moderator("llama-guard-3-1b") == "meta-llama/Llama-Guard-3-1B"
+    assert resolve_moderator("tiny-llama-guard") == "moviegen/tiny-llama-guard"
+    with pytest.raises(ModeratorError, match=r"no config\.json"):
+        resolve_moderator(str(tmp_path))
+    with pytest.raises(ModeratorError, match="unknown moderator"):
+        resolve_moderator("not a model")
+    with pytest.raises(ValueError):
+        ModeratorSettings(model="tiny-llama-guard", kind="generative", colour="red")
+
+
+def test_campaign_gate_writes_moderator_verdicts_to_scores(catalog_file, tmp_path):
+    from moviegen.pipeline import run_campaign_plain
+
+    catalog = catalog_file([row("calm"), row("calm2"), row("ruled", prompt="a n-u-d-e model on a beach")])
+    moderator = ModeratorSettings(model="tiny-llama-guard", kind="generative", threshold=0.0)
+    settings = fast_settings(tmp_path / "out", safety=SafetySettings(moderator=moderator))
+    summary = run_campaign_plain(str(catalog), settings)
+    assert summary.exit_code == 1 and summary.published == []
+    rejected = {r["clip_id"]: r["rule"] for r in pq.read_table(tmp_path / "out" / "rejected").to_pylist()}
+    assert rejected == {"calm": "moderator", "calm2": "moderator", "ruled": "denied_term"}
+    scores = {r["clip_id"]: json.loads(r["scores"]) for r in pq.read_table(tmp_path / "out" / "scores").to_pylist()}
+    judged = scores["calm"]["moderator"]
+    assert judged["model"] == "tiny-llama-guard" and judged["unsafe"] is True and 0.0 < judged["score"] < 1.0
+    assert "moderator" not in scores["ruled"]  # the rules had already blocked it
+
+
+def write_config(tmp_path: Path, **moderator) -> Path:
+    lines = "".join(f"    {k}: {v}\n" for k, v in moderator.items())
+    path = tmp_path / "moviegen.yaml"
+    path.write_text(f"safety:\n  moderator:\n{lines}")
+    return path
+
+
+def test_validate_says_the_moderator_ran(catalog_file, tmp_path):
+    config = write_config(tmp_path, model="tiny-shieldgemma", kind="classifier", threshold=1.0)
+    path = catalog_file([row("ok")])
+    result = CliRunner().invoke(app, ["validate", str(path), "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["moderator"]
+    assert (summary["model"], summary["ran"], summary["rows"], summary["error"]) == ("tiny-shieldgemma", True, 1, None)
+    text = CliRunner().invoke(app, ["validate", str(path), "--config", str(config)])
+    assert "moderator: tiny-shieldgemma ran on 1 row(s)" in " ".join(text.output.split())
+
+
+@pytest.mark.parametrize("broken", ["missing", "pickle", "garbage"])
+def test_a_moderator_that_cannot_run_fails_closed_unless_allowed(catalog_file, tmp_path, broken):
+    folder = tmp_path / "guard"
+    if broken != "missing":
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "llama"}' if broken == "pickle" else "{not json")
+        if broken == "pickle":
+            (folder / "pytorch_model.bin").write_bytes(b"\x80")
+    path = catalog_file([row("ok"), row("ruled", prompt="a n-u-d-e model on a beach")])
+    config = write_config(tmp_path, model=str(folder))
+    result = CliRunner().invoke(app, ["validate", str(path), "--config", str(config), "--json"])
+    assert result.exit_code == 1, result.output
+    payload = json.loads(result.stdout)
+    assert [(p["clip_id"], p["rule"]) for p in payload["problems"]] == [
+        ("ok", "moderator_unavailable"),
+        ("ruled", "denied_term"),
+    ]
+    assert "on_error: allow" in payload["problems"][0]["message"]
+    assert payload["moderator"]["ran"] is False and payload["moderator"]["error"]
+    if broken == "pickle":
+        assert "pickle" in payload["moderator"]["error"]
+    allowed = write_config(tmp_path, model=str(folder), on_error="allow")
+    result = CliRunner().invoke(app, ["validate", str(path), "--config", str(allowed), "--json"])
+    assert [p["rule"] for p in json.loads(result.stdout)["problems"]] == ["denied_term"]
+
+
+def test_a_bad_moderator_setting_is_a_configuration_error(catalog_file, tmp_path):
+    config = write_config(tmp_path, model="tiny-llama-guard", colour="red")
+    result = CliRunner().invoke(app, ["validate", str(catalog_file([row("ok")])), "--config", str(config)])
+    assert result.exit_code == 2 and "colour" in result.output
