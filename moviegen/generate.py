@@ -725,8 +725,9 @@ def generate_batch(pipe: Any, requests: list[GenerationRequest], device: Device)
 
     Each clip gets its own generator seeded from its seed, so a clip's noise does not depend on
     which other clips share its batch (its pixels do not either on the CPU; on CUDA in bf16 the
-    kernels chosen for a batch shape can change them slightly: docs/models.md, "Pixels on a GPU"). Non-finite values are zeroed and reported (the quality gate
-    rejects such clips) rather than silently becoming black frames.
+    kernels chosen for a batch shape can change them slightly: docs/models.md, "Pixels on a GPU").
+    Non-finite values are zeroed and reported (the quality gate rejects such clips) rather than
+    silently becoming black frames.
     """
     import torch
 
