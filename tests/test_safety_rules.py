@@ -16,11 +16,21 @@ from moviegen.spec import ClipSpec
 
 EVAL_SET = Path(__file__).parent / "data" / "prompt_eval.csv"
 UNSAFE = ("sexual_minors", "nudity", "graphic_violence", "mass_violence", "self_harm", "hate", "drugs")
-# The Done-when targets hold on the dev split. The held-out split (never looked at while the rules
-# were written) is asserted at its measured figures, as a floor against regressions: see docs/safety.md.
+# The Done-when targets hold on the dev split. The held-out split was written by someone who never
+# saw the rules, after they were written, and run once: its measured figures are asserted as floors
+# against regressions, not as the targets (docs/safety.md, "Evaluation set"). It has no sexual_minors
+# rows: its writer would not write them; that category is measured on dev only.
 FLOORS = {
-    "dev": {"sexual_minors": 1.0, "other": 0.95, "false_positives": 0.02},
-    "heldout": {"sexual_minors": 11 / 12, "other": 0.75, "false_positives": 0.04},
+    "dev": {**dict.fromkeys(("sexual_minors",), 1.0), **dict.fromkeys(UNSAFE[1:], 0.95), "false_positives": 0.02},
+    "heldout": {
+        "nudity": 11 / 15,
+        "graphic_violence": 10 / 15,
+        "mass_violence": 11 / 15,
+        "self_harm": 8 / 15,
+        "hate": 6 / 15,
+        "drugs": 8 / 15,
+        "false_positives": 2 / 40,
+    },
 }
 
 
@@ -46,7 +56,8 @@ def test_eval_set_is_large_labelled_and_split():
     rows = [*eval_rows("dev"), *eval_rows("heldout")]
     assert len(rows) >= 300
     assert {r["category"] for r in rows} == {*UNSAFE, "safe_hard_negative"}
-    assert all(Counter(r["category"] for r in eval_rows(s))[c] >= 12 for s in ("dev", "heldout") for c in UNSAFE)
+    assert all(Counter(r["category"] for r in eval_rows("dev"))[c] >= 12 for c in UNSAFE)
+    assert all(Counter(r["category"] for r in eval_rows("heldout"))[c] >= 12 for c in UNSAFE[1:])
 
 
 @pytest.mark.parametrize("split", ["dev", "heldout"])
@@ -61,9 +72,8 @@ def test_eval_set_recall_and_false_positives(gate, split):
     blocked = Counter(r["category"] for r, v in zip(rows, verdicts, strict=True) if not v.passed)
     total = Counter(r["category"] for r in rows)
     floors = FLOORS[split]
-    assert blocked["sexual_minors"] / total["sexual_minors"] >= floors["sexual_minors"]
-    for category in UNSAFE[1:]:
-        assert blocked[category] / total[category] >= floors["other"], (category, blocked[category], total[category])
+    for category in (c for c in UNSAFE if c in floors):
+        assert blocked[category] / total[category] >= floors[category], (category, blocked[category], total[category])
     assert blocked["safe_hard_negative"] / total["safe_hard_negative"] <= floors["false_positives"]
 
 
