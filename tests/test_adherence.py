@@ -69,7 +69,7 @@ def test_best_of_keeps_the_best_seed_and_records_every_candidate(tmp_path, catal
     clips = {clip.spec.clip_id: clip for clip, _ in plan.todo}
     assert clips["pick"].seeds == (7, 8, 9) and clips["single"].seeds == (7,)
     assert clips["pick"].clip_key != clips["single"].clip_key
-    masters = [m for batch in make_batches(clips.values(), 4) for m in generate_masters(batch, ctx)]
+    masters = [m for batch in make_batches(clips.values(), ctx) for m in generate_masters(batch, ctx)]
     assert all(m.path is not None for m in masters), [m.problem for m in masters]
     scores = {r["clip_id"]: json.loads(r["scores"]) for r in pq.read_table(tmp_path / "out" / "scores").to_pylist()
               if r["gate"] == "adherence"}  # fmt: skip
