@@ -409,18 +409,7 @@ def build_tiny_llama_guard() -> tuple[Any, Any]:  # -> (transformers.LlamaForCau
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = _guard_tokenizer(LLAMA_GUARD_TEMPLATE)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=2048,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = LlamaConfig(**_tiny_decoder(tokenizer))
     with _seeded():
         model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -432,23 +421,26 @@ def build_tiny_shieldgemma() -> tuple[Any, Any]:  # -> (transformers.Gemma2ForCa
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     tokenizer = _guard_tokenizer(None)
-    config = Gemma2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=2048,
-        sliding_window=512,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = Gemma2Config(**_tiny_decoder(tokenizer), head_dim=16, sliding_window=512)
     with _seeded():
         model = Gemma2ForCausalLM(config)
     return model, tokenizer
+
+
+def _tiny_decoder(tokenizer: Any) -> dict[str, Any]:
+    """The guards' shared tiny decoder dimensions and special tokens."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 2048,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
 
 
 def _guard_tokenizer(chat_template: str | None):  # -> transformers.PreTrainedTokenizerFast
