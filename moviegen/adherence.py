@@ -28,14 +28,13 @@ from moviegen.generate import (
     location_revision,
     quiet_loading_bars,
 )
-from moviegen.models.tiny import ensure_tiny_model
+from moviegen.models.tiny import local_location
 
 SCORER_MODELS = {
     "tiny-clip": "moviegen/tiny-clip",
     "clip-vit-base-patch32": "openai/clip-vit-base-patch32",
     "clip-vit-large-patch14": "openai/clip-vit-large-patch14",
 }
-TINY_PREFIX = "moviegen/tiny-"
 
 
 class ScorerError(ValueError):
@@ -58,16 +57,10 @@ def resolve_scorer(value: str) -> str:
     )
 
 
-def scorer_location(location: str, cache_dir: Path) -> str:
-    if location.startswith(TINY_PREFIX):
-        return str(ensure_tiny_model(cache_dir, location.removeprefix("moviegen/")))
-    return location
-
-
 def scorer_identity(value: str, cache_dir: Path) -> str:
     """``location@revision``: part of the clip_key of best-of-N clips (another scorer may pick another seed)."""
     location = resolve_scorer(value)
-    return f"{location}@{location_revision(scorer_location(location, cache_dir))}"
+    return f"{location}@{location_revision(local_location(location, cache_dir))}"
 
 
 @dataclass(frozen=True)
@@ -148,7 +141,7 @@ def load_scorer(value: str, device: Device, cache_dir: Path, allow_pickle: bool 
     key = (location, device.name, device.dtype_name)
     with _scorers_lock:
         if key not in _scorers:
-            folder = scorer_location(location, cache_dir)
+            folder = local_location(location, cache_dir)
             check_safe_weights(value, folder, allow_pickle)
             quiet_loading_bars()
             try:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moviegen.assets import UriPolicy, check_uri
+from moviegen.config import MAX_LORA_SCALE, MIN_LORA_SCALE
 from moviegen.models.registry import ASPECTS, UnknownModelError, resolve_for_task, resolve_model
 from moviegen.presets import ROW_LOOK_FIELDS, ChannelPreset, builtin_luts
 from moviegen.redact import redact_text, redact_uri
@@ -51,7 +52,6 @@ LOOK_CHOICES = {"motion": ("duplicate", "blend", "interpolate"), "extend": ("loo
 MIN_EDIT_STRENGTH = 0.05
 MAX_BEST_OF = 8
 MAX_LORAS = 4
-MIN_LORA_SCALE, MAX_LORA_SCALE = -4.0, 4.0  # the range generation.loras takes too
 # A catalog is text and links; bigger than this is a mistake or an attack (a decompression bomb).
 MAX_CATALOG_ROWS = 1_000_000
 MAX_CATALOG_BYTES = 1 << 30

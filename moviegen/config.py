@@ -33,6 +33,7 @@ def default_config_dir() -> Path:
 
 
 CacheName = Literal["none", "first_block", "mag", "taylorseer", "faster"]
+MIN_LORA_SCALE, MAX_LORA_SCALE = -4.0, 4.0  # for generation.loras and the catalog's loras column
 
 
 class LoraSettings(BaseModel):
@@ -41,7 +42,9 @@ class LoraSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     uri: str = Field(min_length=1, description="The adapter's .safetensors file (path or URI).")
-    scale: float = Field(1.0, ge=-4.0, le=4.0, description="How strongly the adapter applies (1.0: as trained).")
+    scale: float = Field(
+        1.0, ge=MIN_LORA_SCALE, le=MAX_LORA_SCALE, description="How strongly the adapter applies (1.0: as trained)."
+    )
 
 
 class GenerationSettings(BaseModel):

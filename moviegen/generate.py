@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from moviegen.models.registry import ModelRef, fingerprint_folder
-from moviegen.models.tiny import ensure_tiny_model
+from moviegen.models.tiny import local_location
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +180,9 @@ def batch_size_for(settings: Any, device: Device, ref: ModelRef) -> int:
     ``deterministic`` always means one clip per call: on CUDA a clip's pixels depend slightly on the
     batch it runs in, so only one clip per call gives the same pixels on every rerun.
     """
-    if settings.deterministic:
+    if settings.batch_size == "auto" and not ref.is_tiny:
         return 1
-    if settings.batch_size != "auto":
-        return int(settings.batch_size)
-    return AUTO_TINY_BATCH if ref.is_tiny else 1
+    return grouping_batch_size(settings)
 
 
 def grouping_batch_size(settings: Any) -> int:
@@ -300,7 +298,7 @@ def device_lock(device: Device) -> threading.Lock:
 
 def model_location(ref: ModelRef, cache_dir: Path) -> str:
     """What from_pretrained is given: the tiny model's saved folder, a local folder or a hub id."""
-    return str(ensure_tiny_model(cache_dir, ref.tiny_name)) if ref.is_tiny else ref.location
+    return local_location(ref.location, cache_dir)
 
 
 def model_revision(ref: ModelRef, cache_dir: Path) -> str:
@@ -514,18 +512,16 @@ def enable_step_cache(pipe: Any, options: PipelineOptions, steps: int | None) ->
     from moviegen.models.caches import steps_dependent
 
     transformer = pipe.transformer
-    if not steps_dependent(options.cache):
-        if getattr(transformer, "_cache_config", None) is None:
-            transformer.enable_cache(_cache_config_of(pipe, options, 50))
-        transformer._moviegen_cache = options
-        return
     transformer._moviegen_cache = options
-    if steps is None or getattr(transformer, "_moviegen_cache_steps", None) == steps:
-        return
-    if getattr(transformer, "_cache_config", None) is not None:
-        transformer.disable_cache()
-    transformer.enable_cache(_cache_config_of(pipe, options, steps))
-    transformer._moviegen_cache_steps = steps
+    enabled = getattr(transformer, "_cache_config", None) is not None
+    if not steps_dependent(options.cache):
+        if not enabled:
+            transformer.enable_cache(_cache_config_of(pipe, options, 50))
+    elif steps is not None and getattr(transformer, "_moviegen_cache_steps", None) != steps:
+        if enabled:
+            transformer.disable_cache()
+        transformer.enable_cache(_cache_config_of(pipe, options, steps))
+        transformer._moviegen_cache_steps = steps
 
 
 def _cache_config_of(pipe: Any, options: PipelineOptions, steps: int) -> Any:
@@ -587,9 +583,7 @@ def frames_per_call_limit(pipe: Any) -> int | None:
     if rope is None:
         return None
     patch_t = (getattr(config, "patch_size", None) or (1,))[0]
-    ratio = getattr(getattr(getattr(pipe, "vae", None), "config", None), "scale_factor_temporal", None)
-    ratio = ratio or getattr(pipe, "vae_scale_factor_temporal", 4)
-    return (int(rope) * int(patch_t) - 1) * int(ratio) + 1
+    return (int(rope) * int(patch_t) - 1) * int(getattr(pipe, "vae_scale_factor_temporal", 4)) + 1
 
 
 def _offload(pipe: Any, device: Device, mode: str) -> None:
@@ -610,21 +604,16 @@ def _group_offload_module(module: Any, device: Device) -> None:
     import torch
     from diffusers.hooks import apply_group_offloading
 
-    if hasattr(module, "enable_group_offload"):  # diffusers models
-        module.enable_group_offload(
-            onload_device=torch.device(device.name),
-            offload_device=torch.device("cpu"),
-            offload_type="leaf_level",
-            use_stream=device.name.startswith("cuda"),
-        )
+    kwargs = {
+        "onload_device": torch.device(device.name),
+        "offload_device": torch.device("cpu"),
+        "offload_type": "leaf_level",
+        "use_stream": device.name.startswith("cuda"),
+    }
+    if hasattr(module, "enable_group_offload"):  # diffusers models (which check they support it first)
+        module.enable_group_offload(**kwargs)
     else:  # transformers' text and image encoders
-        apply_group_offloading(
-            module,
-            onload_device=torch.device(device.name),
-            offload_device=torch.device("cpu"),
-            offload_type="leaf_level",
-            use_stream=device.name.startswith("cuda"),
-        )
+        apply_group_offloading(module, **kwargs)
 
 
 @contextmanager

@@ -170,12 +170,15 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
         default_watermarker()
     except (ProvenanceError, WatermarkError) as exc:
         raise ConfigError(str(exc)) from None
+    device = pick_device(settings.generation.device, settings.generation.dtype)
+    if settings.generation.deterministic:
+        use_deterministic_algorithms(device)  # process-wide: before any generation
     ctx = RunContext(
         settings=settings,
         run_id=run_id or new_run_id(),
         out=out,
         work_dir=work_dir,
-        device=pick_device(settings.generation.device, settings.generation.dtype),
+        device=device,
         presets=channel_presets(settings.channels),
         styles=styles(settings.styles),
         started_at=utc_now(),
@@ -327,10 +330,7 @@ def lora_adapters(spec: ClipSpec, settings: Settings, asset_dir: Path) -> tuple[
     policy = UriPolicy.from_settings(settings.inputs)
     adapters = []
     for uri, scale in wanted:
-        try:
-            asset = fetch_asset(uri, "lora", asset_dir, policy)
-        except AssetError as exc:
-            raise AssetError(str(exc), column="loras") from None
+        asset = _fetch_input(uri, "lora", asset_dir, "loras", policy)
         adapters.append(LoraAdapter(asset.sha256, scale, str(asset.path), uri))
     return tuple(adapters)
 
@@ -369,9 +369,9 @@ def conditioning_inputs(spec: ClipSpec, asset_dir: Path) -> dict[str, Any]:
     return {}
 
 
-def _fetch_input(uri: str, kind: Any, asset_dir: Path, column: str) -> Any:
+def _fetch_input(uri: str, kind: Any, asset_dir: Path, column: str, policy: UriPolicy | None = None) -> Any:
     try:
-        return fetch_asset(uri, kind, asset_dir)
+        return fetch_asset(uri, kind, asset_dir, policy)
     except AssetError as exc:
         raise AssetError(str(exc), column=column) from None
 
@@ -630,8 +630,6 @@ def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
     started = time.perf_counter()
     options = PipelineOptions.from_settings(settings)
     task = clips[0].request.task
-    if settings.deterministic:
-        use_deterministic_algorithms(ctx.device)
     pipe = process_pipeline_cache().get(
         clips[0].model,
         ctx.device,

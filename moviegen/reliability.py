@@ -132,7 +132,7 @@ def generate_resilient(
     tried; the others are kept). Other errors, and any error with ``fallback`` off, raise.
     """
     notes = [] if notes is None else notes
-    error = _out_of_memory(lambda: generate_batch(pipe, requests, device), fallback)
+    error = _clips_or_memory_error(pipe, requests, device, fallback)
     if not isinstance(error, BaseException):
         return error
     free_device_memory(device)
@@ -153,7 +153,7 @@ def generate_resilient(
         notes.append(f"out of memory with one clip: {saver.__doc__}")
         log.warning(notes[-1])
         try:
-            result = _out_of_memory(lambda: generate_batch(pipe, requests, device), True)
+            result = _clips_or_memory_error(pipe, requests, device, True)
         finally:
             undo()
         if not isinstance(result, BaseException):
@@ -163,14 +163,16 @@ def generate_resilient(
     return [error]
 
 
-def _out_of_memory(call: Callable[[], list[GeneratedClip]], fallback: bool) -> list[GeneratedClip] | BaseException:
-    """The call's clips, or its out-of-memory error detached from the failed call's frames.
+def _clips_or_memory_error(
+    pipe: Any, requests: list[GenerationRequest], device: Device, fallback: bool
+) -> list[GeneratedClip] | BaseException:
+    """``generate_batch``'s clips, or its out-of-memory error detached from the failed call's frames.
 
     Returning (rather than handling the error inside the ``except`` block) matters: while an
     ``except`` block runs, the interpreter itself still holds the traceback.
     """
     try:
-        return call()
+        return generate_batch(pipe, requests, device)
     except Exception as exc:
         if not fallback or not is_out_of_memory(exc):
             raise

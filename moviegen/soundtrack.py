@@ -32,12 +32,10 @@ import numpy as np
 from moviegen.assets import Asset, fetch_asset
 from moviegen.generate import Device, device_lock, from_pretrained, location_revision
 from moviegen.media import run_ffmpeg
-from moviegen.models.tiny import ensure_tiny_model
+from moviegen.models.tiny import TINY_PREFIX, local_location
 from moviegen.spec import stable_hash
 
 log = logging.getLogger(__name__)
-
-TINY_PREFIX = "moviegen/tiny-"
 
 
 @dataclass(frozen=True)
@@ -95,13 +93,6 @@ def resolve_audio_model(value: str) -> tuple[str, AudioModelInfo]:
     )
 
 
-def audio_location(source: str, cache_dir: Path) -> str:
-    """What from_pretrained is given (the tiny model is built on first use)."""
-    if source.startswith(TINY_PREFIX):
-        return str(ensure_tiny_model(cache_dir, source.removeprefix("moviegen/")))
-    return source
-
-
 @dataclass(frozen=True)
 class AudioRequest:
     """Everything a generated soundtrack depends on; its ``key`` names the WAV."""
@@ -126,7 +117,7 @@ def audio_request(
     source, info = resolve_audio_model(settings.model)
     revisions = {} if revisions is None else revisions
     if source not in revisions:
-        revisions[source] = location_revision(audio_location(source, cache_dir))
+        revisions[source] = location_revision(local_location(source, cache_dir))
     return AudioRequest(
         prompt=prompt,
         seed=seed,
@@ -152,7 +143,7 @@ def load_audio_pipeline(source: str, device: Device, cache_dir: Path, allow_pick
     with _pipes_lock:
         if key not in _pipes:
             _, info = resolve_audio_model(source)
-            location = audio_location(source, cache_dir)
+            location = local_location(source, cache_dir)
             pipe = from_pretrained(
                 info.pipeline_class, source, location, device, allow_pickle, tiny=source.startswith(TINY_PREFIX)
             )

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from moviegen.config import TINY_MODEL_ID
+from moviegen.models.tiny import TINY_PREFIX
 
 ASPECTS = ("16:9", "9:16", "1:1")
-TINY_PREFIX = "moviegen/tiny-"
 
 
 Task = Literal["t2v", "i2v", "v2v"]
@@ -345,10 +345,6 @@ class ModelRef:
     def is_tiny(self) -> bool:
         """A locally built tiny model (``moviegen/tiny-...``)."""
         return self.location.startswith(TINY_PREFIX)
-
-    @property
-    def tiny_name(self) -> str:
-        return self.location.removeprefix("moviegen/")
 
     def pipeline_for(self, task: str) -> str:
         """The diffusers class that runs ``task`` on this model's weights (KeyError when they cannot)."""

@@ -40,6 +40,18 @@ TINY_BUILDS: dict[str, str] = {
 }
 
 
+# How a tiny build is named wherever a model location is accepted (``moviegen/tiny-wan``, ...).
+TINY_PREFIX = "moviegen/tiny-"
+
+
+def local_location(location: str, cache_dir: Path) -> str:
+    """What ``from_pretrained`` is given for a model location: a tiny build's folder (built on first
+    use), or the location itself (a hub id or a local folder)."""
+    if location.startswith(TINY_PREFIX):
+        return str(ensure_tiny_model(cache_dir, location.removeprefix("moviegen/")))
+    return location
+
+
 def tiny_model_dir(cache_dir: Path, name: str = "tiny-wan") -> Path:
     """The folder a tiny model is saved in under the cache directory."""
     return Path(cache_dir) / "models" / TINY_BUILDS[name]

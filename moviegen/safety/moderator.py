@@ -30,7 +30,7 @@ from typing import Any
 
 from moviegen.config import ModeratorSettings
 from moviegen.generate import ModelLoadError, check_safe_weights, pick_device, quiet_loading_bars
-from moviegen.models.tiny import ensure_tiny_model
+from moviegen.models.tiny import local_location
 from moviegen.safety.policy import COMBINED_FIELDS
 from moviegen.safety.prompt import Finding, PromptVerdict
 from moviegen.spec import ClipSpec
@@ -42,7 +42,6 @@ MODERATOR_MODELS = {
     "llama-guard-3-8b": "meta-llama/Llama-Guard-3-8B",
     "shieldgemma-2b": "google/shieldgemma-2b",
 }
-TINY_PREFIX = "moviegen/tiny-"
 # ShieldGemma's prompt for a user turn.
 SHIELD_PROMPT = (
     "You are a policy expert trying to help determine whether a user prompt is in violation of the "
@@ -222,9 +221,7 @@ def load_moderator(settings: ModeratorSettings, cache_dir: Path) -> Moderator:
     key = (location, settings.kind, device.name, device.dtype_name)
     with _moderators_lock:
         if key not in _moderators:
-            folder = location
-            if location.startswith(TINY_PREFIX):
-                folder = str(ensure_tiny_model(cache_dir, location.removeprefix("moviegen/")))
+            folder = local_location(location, cache_dir)
             check_safe_weights(settings.model, folder, settings.allow_pickle)
             quiet_loading_bars()
             try:
