@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
+from typing import Any
 
 import snowballstemmer
 from anyascii import anyascii
@@ -211,6 +212,16 @@ def _negated(tokens: list[str], start: int, end: int) -> bool:
     return before in NEGATIONS or two_before in NEGATIONS_TWO_WORDS or after in NEGATION_AFTER or listed
 
 
+def _remembered(memo: dict[str, tuple[Any, ...]], text: str, compute: Callable[[str], list[Any]]) -> tuple[Any, ...]:
+    """``compute(text)``, remembered per text; the memo is emptied when it holds MAX_TEXT_MEMO texts."""
+    found = memo.get(text)
+    if found is None:
+        if len(memo) >= MAX_TEXT_MEMO:
+            memo.clear()
+        found = memo[text] = tuple(compute(text))
+    return found
+
+
 class TermIndex:
     """Whole-token lookup of many terms (single words or phrases) across a text's evasion variants."""
 
@@ -249,12 +260,7 @@ class TermIndex:
 
     def find(self, text: str) -> list[TermHit]:
         """Every term found in ``text`` (each term once), in the order first seen."""
-        found = self._texts.get(text)
-        if found is None:
-            if len(self._texts) >= MAX_TEXT_MEMO:
-                self._texts.clear()
-            found = self._texts[text] = tuple(self._find(text))
-        return list(found)
+        return list(_remembered(self._texts, text, self._find))
 
     def _find(self, text: str) -> list[TermHit]:
         hits: dict[tuple[str, str], TermHit] = {}
@@ -267,12 +273,7 @@ class TermIndex:
 
     def occurrences(self, text: str) -> list[Occurrence]:
         """Every place a term occurs, in each evasion variant of the text, with its token span."""
-        found = self._occurrences.get(text)
-        if found is None:
-            if len(self._occurrences) >= MAX_TEXT_MEMO:
-                self._occurrences.clear()
-            found = self._occurrences[text] = tuple(self._occurrences_of(text))
-        return list(found)
+        return list(_remembered(self._occurrences, text, self._occurrences_of))
 
     def _occurrences_of(self, text: str) -> list[Occurrence]:
         found_all: list[Occurrence] = []
