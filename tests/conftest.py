@@ -146,3 +146,9 @@ def real_clip(tmp_path_factory) -> Path:
         check=True,
     )  # fmt: skip
     return path
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--regenerate-golden", action="store_true", help="Rewrite tests/data/golden_keys.json (keys meant to change)."
+    )
