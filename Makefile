@@ -11,13 +11,14 @@ demo: setup
 test:
 	@scripts/setup.sh --test
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports  # import direction: pyproject.toml [tool.importlinter]
 	.venv/bin/pytest
 
 quick: setup
 	.venv/bin/pytest -m "not slow"
 
 lint: setup
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports
 
 bench: setup
 	.venv/bin/python benchmarks/run_all.py

@@ -25,9 +25,13 @@ def main() -> None:
     from PIL import Image
     from skimage import data
 
-    from moviegen.generate import GenerationRequest, PipelineCache, PipelineOptions, generate_batch, pick_device
+    from moviegen.generation.device import pick_device
+    from moviegen.generation.generate import generate_batch
+    from moviegen.generation.loading import PipelineCache
+    from moviegen.generation.options import PipelineOptions
     from moviegen.media import ffmpeg_binary
     from moviegen.models.registry import resolve_for_task, resolve_model
+    from moviegen.spec import GenerationRequest
 
     work = Path(tempfile.mkdtemp(prefix="bench-families-"))
     cache_dir = work / "cache"

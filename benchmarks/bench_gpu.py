@@ -103,7 +103,7 @@ def pipeline_options(values: dict[str, Any]) -> Any:
     field is a TypeError, and a cache kind the settings do not accept is a ValueError.
     """
     from moviegen.config import GenerationSettings
-    from moviegen.generate import PipelineOptions
+    from moviegen.generation.options import PipelineOptions
 
     known = {f.name for f in dataclasses.fields(PipelineOptions)}
     unknown = sorted(set(values) - known)
@@ -266,7 +266,7 @@ def timed_call(pipe: Any, device: Any, requests: list[Any]) -> float:
     """Seconds for one generate_batch call, the device synchronised before and after."""
     import torch
 
-    from moviegen.generate import generate_batch
+    from moviegen.generation.generate import generate_batch
 
     cuda = device.name.startswith("cuda")
     if cuda:
@@ -282,8 +282,9 @@ def measure(config: Config, device: Any, cache_dir: Path, smoke: bool, repeats: 
     """Load ``config``'s pipeline through moviegen, time it at two step counts; one result row."""
     import torch
 
-    from moviegen.generate import GenerationRequest, PipelineCache
+    from moviegen.generation.loading import PipelineCache
     from moviegen.models.registry import resolve_model
+    from moviegen.spec import GenerationRequest
 
     row: dict[str, Any] = {"name": config.name, "shape": config.shape, "options": config.options}
     try:
@@ -391,7 +392,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from moviegen.generate import pick_device, quiet_loading_bars
+    from moviegen.generation.device import pick_device
+    from moviegen.generation.loading import quiet_loading_bars
 
     quiet_loading_bars()
     diffusers.utils.logging.set_verbosity_error()  # "expected UMT5EncoderModel": the stand-in, on purpose

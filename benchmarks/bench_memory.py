@@ -38,7 +38,7 @@ if executor == "prefect":
     from flows.campaign import campaign
     result = campaign(catalog=catalog, out=out, config=config)
 else:
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.run.plain import run_campaign_plain
     result = run_campaign_plain(catalog, load_settings(config, out=out)).to_json()
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"wall": time.perf_counter() - t0, "published": len(result["published"]),

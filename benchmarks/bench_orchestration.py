@@ -42,7 +42,7 @@ if mode == "prefect":
     result = campaign(catalog=catalog, out=out, config=config)
     wall = time.perf_counter() - t0
 else:
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.run.plain import run_campaign_plain
     api_start = 0.0
     t0 = time.perf_counter()
     result = run_campaign_plain(catalog, load_settings(config, out=out)).to_json()
@@ -112,8 +112,11 @@ def batching(clips: int, batch_size: int = 4) -> dict:
     import torch
 
     from moviegen.config import load_settings
-    from moviegen.generate import GenerationRequest, generate_batch, pick_device, process_pipeline_cache
+    from moviegen.generation.device import pick_device
+    from moviegen.generation.generate import generate_batch
+    from moviegen.generation.loading import process_pipeline_cache
     from moviegen.models.registry import resolve_model
+    from moviegen.spec import GenerationRequest
 
     settings = load_settings(None)
     device = pick_device("cpu")

@@ -57,9 +57,12 @@ def timed(step: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, f
 
 def make_tiny_master(work: Path, seconds: float) -> tuple[Path, tuple[int, int]]:
     """The tiny model's master of a ``seconds`` clip at its 16:9 size, 4 steps, written as a run writes it."""
-    from moviegen.generate import GenerationRequest, PipelineCache, generate_batch, pick_device
+    from moviegen.generation.device import pick_device
+    from moviegen.generation.generate import generate_batch
+    from moviegen.generation.loading import PipelineCache
     from moviegen.media import write_master
     from moviegen.models.registry import resolve_model
+    from moviegen.spec import GenerationRequest
 
     ref = resolve_model("tiny-wan")
     device = pick_device("cpu")
@@ -82,11 +85,12 @@ def main() -> None:
 
     from moviegen.config import ProvenanceSettings
     from moviegen.costs import render_workers_for
-    from moviegen.delivery import gate_rendition
-    from moviegen.marking import BATCH_FRAMES, WatermarkProcessor, mark_master, plan_watermark
     from moviegen.presets import builtin_channels, builtin_styles
     from moviegen.provenance import ProvenanceFacts, add_provenance, label_layer, load_signing_identity
-    from moviegen.render import RenditionSpec, render_rendition, write_poster
+    from moviegen.provenance.delivery import gate_rendition
+    from moviegen.render.encode import render_rendition, write_poster
+    from moviegen.render.spec import RenditionSpec
+    from moviegen.watermark.marking import BATCH_FRAMES, WatermarkProcessor, mark_master, plan_watermark
 
     channels = [c for c in args.channels.split(",") if c]
     presets = builtin_channels()

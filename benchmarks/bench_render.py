@@ -32,18 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from moviegen import render as render_module
 from moviegen.assets import fetch_asset
 from moviegen.media import ffmpeg_binary, probe, run_ffmpeg
 from moviegen.presets import Style, builtin_channels, builtin_styles
-from moviegen.render import (
-    RenditionSpec,
-    count_lossy_encodes,
-    crop_box,
-    encoder_options,
-    render_rendition,
-    resolve_lut,
-)
+from moviegen.render.audio import _loudness
+from moviegen.render.encode import count_lossy_encodes, encoder_options, render_rendition
+from moviegen.render.graph import crop_box
+from moviegen.render.spec import RenditionSpec, resolve_lut
 
 
 def make_master(folder: Path, grain: bool) -> Path:
@@ -93,7 +88,7 @@ class Recorder:
 
 def _uncached(run: Callable[[], Any]) -> Any:
     """Forget measured loudness first, so every timed run pays for its loudness analysis pass."""
-    render_module._loudness.clear()
+    _loudness.clear()
     return run()
 
 

@@ -32,8 +32,6 @@ from pathlib import Path
 from bench_render import make_master
 
 from moviegen.config import ProvenanceSettings
-from moviegen.delivery import check_delivery
-from moviegen.marking import BATCH_FRAMES, WatermarkProcessor
 from moviegen.presets import builtin_channels, builtin_styles
 from moviegen.provenance import (
     ProvenanceFacts,
@@ -42,8 +40,13 @@ from moviegen.provenance import (
     label_layer,
     load_signing_identity,
 )
-from moviegen.render import RenditionSpec, render_rendition
-from moviegen.watermark import default_watermarker, delivery_gate, payload_for
+from moviegen.provenance.delivery import check_delivery
+from moviegen.render.encode import render_rendition
+from moviegen.render.spec import RenditionSpec
+from moviegen.watermark.marking import BATCH_FRAMES, WatermarkProcessor
+from moviegen.watermark.model import default_watermarker
+from moviegen.watermark.payload import payload_for
+from moviegen.watermark.readback import delivery_gate
 
 
 def cpu_seconds() -> float:

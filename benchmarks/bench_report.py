@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import moviegen.media as media
-from moviegen.publish import OutputRoot
-from moviegen.report import write_report
+from moviegen.report.page import write_report
+from moviegen.store import OutputRoot
 
 REPEATS = 3
 

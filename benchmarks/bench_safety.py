@@ -181,14 +181,10 @@ def bench_frame_gate(repeats: int = 5) -> dict[str, float]:
 def bench_demo(catalog: str, rows: int | None) -> dict[str, float]:
     """Generate the demo catalog's clips as a run does (prompt gate, plan, batches), each then frame-gated."""
     from moviegen.config import Settings
-    from moviegen.pipeline import (
-        generate_masters,
-        load_and_validate,
-        make_batches,
-        plan_campaign,
-        screen_prompts,
-        start_run,
-    )
+    from moviegen.run.context import start_run
+    from moviegen.run.masters import generate_masters, make_batches
+    from moviegen.run.planning import plan_campaign
+    from moviegen.run.screening import load_and_validate, screen_prompts
 
     with tempfile.TemporaryDirectory() as tmp:
         ctx = start_run(Settings(out=tmp))

@@ -58,7 +58,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from moviegen.assets import UriPolicy
-    from moviegen.catalog import read_catalog, validate_catalog, write_catalog
+    from moviegen.catalog.check import validate_catalog
+    from moviegen.catalog.schema import read_catalog, write_catalog
     from moviegen.config import load_settings
     from moviegen.presets import channel_presets, styles
     from moviegen.safety import prompt as prompt_module

@@ -26,8 +26,10 @@ import cv2
 import numpy as np
 from skimage import data as photos
 
-from moviegen import watermark as wm
 from moviegen.media import run_ffmpeg
+from moviegen.watermark.model import Watermarker, working_size
+from moviegen.watermark.payload import MIN_AGREEMENT, SAMPLE_FRAMES, payload_bits, payload_for
+from moviegen.watermark.readback import read_video, verify_video
 
 FPS = 30
 W, H = 1080, 1920
@@ -114,7 +116,7 @@ def baseline(frames: np.ndarray, payload: int) -> tuple[float, float]:
     from imwatermark import WatermarkDecoder, WatermarkEncoder  # imports torch: the benchmark only
 
     encoder = WatermarkEncoder()
-    encoder.set_watermark("bits", [int(b) for b in wm.payload_bits(payload)])
+    encoder.set_watermark("bits", [int(b) for b in payload_bits(payload)])
     WatermarkEncoder.loadModel()  # once per process (class attributes), outside the timing
     decoder = WatermarkDecoder("bits", 32)
     embed_s, decode_s = [], []
@@ -136,14 +138,14 @@ def main() -> int:
     parser.add_argument("--unmarked-frames", type=int, default=12, help="frames per unmarked clip")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-watermark-"))
-    marker = wm.Watermarker()
-    print(f"onnxruntime provider: {marker.provider}; working size for {W}x{H}: {wm.working_size(W, H)}")
+    marker = Watermarker()
+    print(f"onnxruntime provider: {marker.provider}; working size for {W}x{H}: {working_size(W, H)}")
     print(f"load average at start (1, 5, 15 min; {os.cpu_count()} cores): {os.getloadavg()}", flush=True)
 
     # 1. Speed, side by side on the same frames: each clip's embed is followed by the library loop on
     #    one of its frames, so both see the same machine load.
     clips = {name: panned_clip(photo(name), args.frames, W, H) for name in MARKED}
-    payloads = {name: wm.payload_for(f"bench-{name}", "tiktok") for name in MARKED}
+    payloads = {name: payload_for(f"bench-{name}", "tiktok") for name in MARKED}
     marker.embed(clips[MARKED[0]][:2], 1)  # warm-up
     marked, embed_s, base_embeds, base_decodes = {}, 0.0, [], []
     for i, (name, frames) in enumerate(clips.items()):
@@ -165,14 +167,14 @@ def main() -> int:
     # 3. Robustness: every frame after CRF 23, the vote after CRF 33; verify time on the CRF 23 files
     per_frame, recovered, verify_s, crf23_files, verified23 = {}, {}, 0.0, {}, {}
     for name in MARKED:
-        expected_bits = wm.payload_bits(payloads[name]).astype(bool)
+        expected_bits = payload_bits(payloads[name]).astype(bool)
         crf23_files[name] = encode(marked[name], tmp / f"{name}-23.mp4", 23)
         logits = marker.read_frames(decode_all(crf23_files[name]), payloads[name]).logits
         per_frame[name] = ((logits > 0) == expected_bits).mean(axis=1)
         started = time.perf_counter()
-        verified23[name] = wm.verify_video(crf23_files[name], payloads[name], watermarker=marker)
+        verified23[name] = verify_video(crf23_files[name], payloads[name], watermarker=marker)
         verify_s += time.perf_counter() - started
-        reading = wm.verify_video(encode(marked[name], tmp / f"{name}-33.mp4", 33), payloads[name], watermarker=marker)
+        reading = verify_video(encode(marked[name], tmp / f"{name}-33.mp4", 33), payloads[name], watermarker=marker)
         recovered[name] = reading
     verify_per_clip = verify_s / len(MARKED)
 
@@ -187,22 +189,22 @@ def main() -> int:
             if kind == "photo"
             else synthetic_clip(name, args.unmarked_frames, width, height, tmp)
         )
-        reading = wm.read_video(encode(frames, tmp / f"unmarked-{name}.mp4", 23), watermarker=marker)
+        reading = read_video(encode(frames, tmp / f"unmarked-{name}.mp4", 23), watermarker=marker)
         best = max(reading.against(p).bit_accuracy for p in known)
         fp_rows.append((name, f"{width}x{height}", reading, best, any(reading.against(p).verified for p in known)))
 
     # Report
     speed_embed = base_embed / ours_embed
-    base_clip = base_embed * args.frames + base_decode * wm.SAMPLE_FRAMES
+    base_clip = base_embed * args.frames + base_decode * SAMPLE_FRAMES
     ours_clip = ours_embed * args.frames + verify_per_clip
     print(f"\n1. speed ({total_frames} frames of {W}x{H}; library loop on {len(sample)} of them)")
     print(f"   embed per frame: library {base_embed:.2f} s, moviegen {ours_embed:.3f} s -> {speed_embed:.0f}x faster")
     print(
         f"   verify: library {base_decode:.2f} s per frame; moviegen {verify_per_clip:.2f} s per file "
-        f"({wm.SAMPLE_FRAMES} sampled frames, ffmpeg decode included)"
+        f"({SAMPLE_FRAMES} sampled frames, ffmpeg decode included)"
     )
     print(
-        f"   embed {args.frames} frames + verify {wm.SAMPLE_FRAMES}: library {base_clip:.1f} s, "
+        f"   embed {args.frames} frames + verify {SAMPLE_FRAMES}: library {base_clip:.1f} s, "
         f"moviegen {ours_clip:.1f} s -> {base_clip / ours_clip:.0f}x faster"
     )
     print(f"2. PSNR: mean {statistics.mean(psnrs):.2f} dB, min {min(psnrs):.2f} dB (goal >= 40)")
@@ -220,7 +222,7 @@ def main() -> int:
     print(f"4. unmarked clips: {len(fp_rows)}; verified against an issued payload (false positives): {fps_found}")
     looks = sum(1 for r in fp_rows if r[2].verified)
     checks = sum(1 for r in fp_rows if r[2].check_ok)
-    print(f"   voted words passing the check value: {checks}; also agreeing >= {wm.MIN_AGREEMENT}: {looks}")
+    print(f"   voted words passing the check value: {checks}; also agreeing >= {MIN_AGREEMENT}: {looks}")
     bests = [r[3] for r in fp_rows]
     print(f"   best bit accuracy against an issued payload: max {max(bests):.3f}, mean {statistics.mean(bests):.3f}")
     for name, size, reading, best, matched in fp_rows:

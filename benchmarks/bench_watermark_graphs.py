@@ -21,8 +21,9 @@ import numpy as np
 import onnxruntime as ort
 from skimage import data as photos
 
-from moviegen import rivagan
-from moviegen import watermark as wm
+from moviegen.watermark.model import ENCODER_RANK, TRIAL_DECODER_RANK, model_dir, shrink
+from moviegen.watermark.payload import payload_bits
+from moviegen.watermark.rivagan import decoder_model, encoder_model, load_weights
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket"]
 
@@ -39,24 +40,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
-    folder = wm.model_dir()
-    small = np.stack([wm.shrink(getattr(photos, n)(), (256, 144)) for n in PHOTOS] * 2)
+    folder = model_dir()
+    small = np.stack([shrink(getattr(photos, n)(), (256, 144)) for n in PHOTOS] * 2)
     x = small.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(127.5) - np.float32(1)
-    bits = wm.payload_bits(0x5A3C96E1).astype(np.float32)
+    bits = payload_bits(0x5A3C96E1).astype(np.float32)
     signs = np.repeat(bits[None] * 2 - 1, len(x), 0)
-    enc_w, dec_w = (rivagan.load_weights(folder / f"rivagan_{p}.onnx") for p in ("encoder", "decoder"))
+    enc_w, dec_w = (load_weights(folder / f"rivagan_{p}.onnx") for p in ("encoder", "decoder"))
     shipped_enc, shipped_dec = (session(str(folder / f"rivagan_{p}.onnx")) for p in ("encoder", "decoder"))
-    exact_dec = session(rivagan.decoder_model(dec_w))
+    exact_dec = session(decoder_model(dec_w))
 
     encoders = {
         "shipped": lambda: shipped_enc.run(None, {"frame": x[:, :, None], "data": (signs + 1) / 2})[0][:, :, 0] - x
     }
-    for rank in (None, 64, wm.ENCODER_RANK, 16):
-        s = session(rivagan.encoder_model(enc_w, rank))
+    for rank in (None, 64, ENCODER_RANK, 16):
+        s = session(encoder_model(enc_w, rank))
         encoders[f"2-D rank {rank or 'exact'}"] = lambda s=s: s.run(None, {"frame": x, "data": signs})[0]
     decoders = {"shipped": lambda: shipped_dec.run(None, {"frame": x[:, :, None]})[0]}
-    for rank in (None, wm.TRIAL_DECODER_RANK, 32):
-        s = session(rivagan.decoder_model(dec_w, rank, rank))
+    for rank in (None, TRIAL_DECODER_RANK, 32):
+        s = session(decoder_model(dec_w, rank, rank))
         decoders[f"2-D rank {rank or 'exact'}"] = lambda s=s: s.run(None, {"frame": x})[0]
 
     runs = {("encoder", k): f for k, f in encoders.items()} | {("decoder", k): f for k, f in decoders.items()}

@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 from bench_watermark import FPS, panned_clip, photo
 
-from moviegen import watermark as wm
 from moviegen.media import run_ffmpeg, write_master
+from moviegen.watermark.model import Watermarker
+from moviegen.watermark.payload import WatermarkReading, payload_for
+from moviegen.watermark.placement import master_mark_survives
+from moviegen.watermark.readback import verify_video
 
 MASTER = (832, 480)
 # name: (width, height, fit) as in moviegen/data/channels.yaml, plus the blurred-pad fit
@@ -84,13 +87,13 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=12)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-placement-"))
-    marker = wm.Watermarker()
+    marker = Watermarker()
     print(f"master {MASTER[0]}x{MASTER[1]}, {args.frames} frames per clip, renditions H.264 CRF 20")
     print(f"{'geometry':28s} {'clip':10s} {'master-embedded':>22s} {'per-rendition':>22s}  rule says")
     totals = {"master": 0.0, "rendition": 0.0}
     for name in ("astronaut", "coffee", "chelsea"):
         clip = panned_clip(photo(name), args.frames, *MASTER)
-        payload = wm.payload_for(f"placement-{name}", "all")
+        payload = payload_for(f"placement-{name}", "all")
         plain = write_master(clip, FPS, tmp / f"{name}-plain.mkv")
         started = time.perf_counter()
         marked_master = write_master(marker.embed(clip, payload), FPS, tmp / f"{name}-marked.mkv")
@@ -102,9 +105,9 @@ def main() -> int:
             marked = marker.embed(frames, payload)
             totals["rendition"] += time.perf_counter() - started
             b = encode(marked, tmp / "b.mp4")
-            ra = wm.verify_video(a, payload, watermarker=marker)
-            rb = wm.verify_video(b, payload, watermarker=marker)
-            rule = "master ok" if wm.master_mark_survives(MASTER, (width, height), fit) else "per rendition"
+            ra = verify_video(a, payload, watermarker=marker)
+            rb = verify_video(b, payload, watermarker=marker)
+            rule = "master ok" if master_mark_survives(MASTER, (width, height), fit) else "per rendition"
             print(
                 f"{label:28s} {name:10s} {_cell(ra):>22s} {_cell(rb):>22s}  {rule}",
                 flush=True,
@@ -116,7 +119,7 @@ def main() -> int:
     return 0
 
 
-def _cell(reading: wm.WatermarkReading) -> str:
+def _cell(reading: WatermarkReading) -> str:
     return f"{'verified' if reading.verified else 'FAILED'} {reading.bit_accuracy:.3f}"
 
 

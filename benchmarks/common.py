@@ -12,7 +12,7 @@ def write_bench_inputs(folder: Path, clips: int, config_text: str, channel: str 
     The tiny model makes noise, which can lose watermark bits: the benchmarks' configurations record
     the mark (``watermark_gate: recorded``) so every clip counts.
     """
-    from moviegen.catalog import write_catalog
+    from moviegen.catalog.schema import write_catalog
 
     rows = [
         {

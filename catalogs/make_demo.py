@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moviegen.catalog import write_catalog
+from moviegen.catalog.schema import write_catalog
 
 ROWS = [
     {

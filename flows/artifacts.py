@@ -24,7 +24,7 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 
 from moviegen import progress
-from moviegen.report import summary_markdown, summary_table
+from moviegen.report.page import summary_markdown, summary_table
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.artifacts import ProgressTracker, publish_run_artifacts
 from flows.fan_out import generate_and_render, run_distributed
 from moviegen.config import load_settings
-from moviegen.pipeline import BATCHES_IN_FLIGHT, start_run
 from moviegen.redact import install_log_redaction
+from moviegen.run.context import start_run
+from moviegen.run.plain import BATCHES_IN_FLIGHT
 from tasks import (
     finish_run_task,
     plan_campaign_task,

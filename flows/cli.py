@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from moviegen import progress as progress_events
-from moviegen.catalog import CatalogReadError, read_catalog, validate_catalog
+from moviegen.catalog.schema import CatalogReadError, read_catalog
 from moviegen.config import ConfigError, Settings, load_settings
 from moviegen.safety.policy import PolicySet, load_policies
 
@@ -280,8 +280,8 @@ def status(
     Exit status: the run's own (0 everything valid published, 1 something rejected or failed);
     2 when the output root holds no such run.
     """
-    from moviegen.publish import OutputRoot, UnsafePathError
-    from moviegen.report import read_run, run_ids
+    from moviegen.report.records import read_run, run_ids
+    from moviegen.store import OutputRoot, UnsafePathError
 
     settings = _settings(config, out=out)
     root = OutputRoot(settings.out)
@@ -334,30 +334,26 @@ def plan(
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Estimate GPU time, wall time and the shard layout of a campaign before spending it (no model is loaded).
+    """Estimate GPU time, wall time and the shard layout of a campaign before spending it (no video model is loaded).
 
     Also says, per shard, whether a worker's cores keep its GPU busy with renditions or the GPU
     would wait for them (CPU-bound), and the render_workers that fits (docs/scale-out.md).
     """
     from moviegen.costs import load_cost_model
-    from moviegen.generate import grouping_batch_size
-    from moviegen.presets import channel_presets, styles
-    from moviegen.publish import OutputRoot
-    from moviegen.safety.prompt import screen_catalog
-    from moviegen.shards import plan_shards, render_sizing, work_item
+    from moviegen.generation.generate import grouping_batch_size
+    from moviegen.presets import channel_presets
+    from moviegen.run.screening import check_catalog
+    from moviegen.run.shards import plan_shards, render_sizing, work_item
+    from moviegen.store import OutputRoot
 
     settings = _settings(config, out=out)
     policies = _policies(settings)
     try:
-        table = read_catalog(catalog)
+        validation = check_catalog(catalog, settings, policies).validation  # the verdict run and validate give
     except CatalogReadError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     presets = channel_presets(settings.channels)
-    validation = validate_catalog(
-        table, channels=presets, styles=styles(settings.styles), default_model=settings.generation.model
-    )
-    validation = screen_catalog(validation, policies).validation
     cost = load_cost_model(OutputRoot(settings.out), device)
     items = [work_item(spec, spec.channels, settings, presets, cost) for spec in validation.specs]
     layout = plan_shards(items, shards or workers, grouping_batch_size(settings.generation), cost, workers=workers)
@@ -448,15 +444,12 @@ def validate(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Check a catalog: schema, the prompt gate and its moderator when one is set; exit 0 when every row would run."""
-    from moviegen.assets import UriPolicy
-    from moviegen.presets import channel_presets, styles
-    from moviegen.safety.moderator import moderation_for
-    from moviegen.safety.prompt import screen_catalog
+    from moviegen.run.screening import check_catalog
 
     settings = _settings(config)
     policies = _policies(settings)
     try:
-        table = read_catalog(catalog)
+        screening = check_catalog(catalog, settings, policies)
     except CatalogReadError as exc:
         if json_output:
             stdout.print_json(
@@ -480,14 +473,6 @@ def validate(
         else:
             console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    result = validate_catalog(
-        table,
-        channels=channel_presets(settings.channels),
-        styles=styles(settings.styles),
-        default_model=settings.generation.model,
-        uri_policy=UriPolicy.from_settings(settings.inputs),
-    )
-    screening = screen_catalog(result, policies, moderation_for(settings.safety.moderator, settings.cache_dir))
     result = screening.validation
     if json_output:
         payload = {"rows": result.rows, "valid": len(result.specs), "problems": [p.to_json() for p in result.problems]}
@@ -516,8 +501,8 @@ def verify(
     """
     from moviegen.media import MediaError
     from moviegen.provenance import ProvenanceError
-    from moviegen.publish import OutputRoot
-    from moviegen.watermark import identify
+    from moviegen.store import OutputRoot
+    from moviegen.watermark.readback import identify
 
     settings = _settings(config, out=out)
     if not file.is_file():

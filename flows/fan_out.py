@@ -32,10 +32,12 @@ from prefect.states import Cancelling
 
 from moviegen.config import ScaleOutSettings
 from moviegen.costs import SHARD, TIMINGS_SCHEMA, load_cost_model, timing_row
-from moviegen.generate import grouping_batch_size
-from moviegen.pipeline import CampaignPlan, Master, Rendition, RunContext, make_batches
-from moviegen.publish import OutputRoot, published_renditions, utc_now
-from moviegen.shards import (
+from moviegen.generation.generate import grouping_batch_size
+from moviegen.publish.manifest import published_renditions
+from moviegen.records import CampaignPlan, Master, Rendition
+from moviegen.run.context import RunContext
+from moviegen.run.masters import make_batches
+from moviegen.run.shards import (
     Shard,
     ShardLayout,
     ShardOutcome,
@@ -47,6 +49,7 @@ from moviegen.shards import (
     write_shard_catalogs,
 )
 from moviegen.spec import Problem
+from moviegen.store import OutputRoot, utc_now
 from tasks import generate_batch_task, load_models_task, render_batch_task
 
 # Every render-shard run carries it; the crash automations of deployments/setup.py match on it.
@@ -102,7 +105,7 @@ def run_shards(
     try:
         logger = get_run_logger()
     except MissingContextError:  # called outside a flow run (a script, a test)
-        logger = get_logger("moviegen.shards")
+        logger = get_logger("moviegen.run.shards")
     attempts: dict[str, list[dict[str, Any]]] = {s.shard_id: [] for s in layout.shards}
     results: dict[str, Any] = {}
     running: dict[UUID, tuple[Shard, float]] = {}

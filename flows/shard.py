@@ -21,9 +21,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.fan_out import generate_and_render
 from moviegen.config import load_settings
-from moviegen.generate import process_pipeline_cache
-from moviegen.pipeline import BATCHES_IN_FLIGHT, start_run
-from moviegen.shards import restore_catalog_rows, shard_result, write_shard_result
+from moviegen.generation.loading import process_pipeline_cache
+from moviegen.run.context import start_run
+from moviegen.run.plain import BATCHES_IN_FLIGHT
+from moviegen.run.shards import restore_catalog_rows, shard_result, write_shard_result
 from tasks import plan_campaign_task, record_timings_task, validate_catalog_task
 
 

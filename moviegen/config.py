@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import tomllib
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -114,7 +116,7 @@ class GenerationSettings(BaseModel):
 
     @model_validator(mode="after")
     def _cache_options_known(self) -> GenerationSettings:
-        from moviegen.models.caches import cache_config  # late: it imports diffusers
+        from moviegen.step_caches import cache_config  # late: it imports diffusers
 
         if self.cache_options and self.cache == "none":
             raise ValueError("cache_options is set but cache is none: choose a cache (first_block, mag, ...)")
@@ -180,10 +182,9 @@ class ChannelProvenance(BaseModel):
     @field_validator("platform")
     @classmethod
     def _known_platform(cls, platform: str | None) -> str | None:
-        from moviegen.provenance.disclosure import platforms  # late: that module imports this one
-
-        if platform is not None and platform not in platforms():
-            raise ValueError(f"unknown platform {platform!r}; use one of {', '.join(sorted(platforms()))}")
+        known = disclosure_data()["platforms"]
+        if platform is not None and platform not in known:
+            raise ValueError(f"unknown platform {platform!r}; use one of {', '.join(sorted(known))}")
         return platform
 
     @field_validator("label")
@@ -512,3 +513,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
     return data
+
+
+@cache
+def disclosure_data() -> dict[str, Any]:
+    """``moviegen/data/disclosure.yaml``: the platforms' AI-content rules and the channels' platforms."""
+    return yaml.safe_load(resources.files("moviegen.data").joinpath("disclosure.yaml").read_text(encoding="utf-8"))

@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from moviegen.publish import OutputRoot
+from moviegen.store import OutputRoot
 
 TIMINGS_SCHEMA = pa.schema(
     [

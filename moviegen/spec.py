@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from moviegen.generate import GenerationRequest, LoraAdapter
 from moviegen.models.registry import ModelRef
 from moviegen.redact import redact_text, redact_value
 
@@ -165,3 +164,72 @@ def stable_hash(value: Any, length: int = 20) -> str:
     """A short hex digest of a JSON-able value, independent of dict order."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything one clip's pixels depend on (its clip_key is a hash of ``identity()`` and the model).
+
+    Image-to-video (``task`` i2v) and video-to-video (v2v) requests carry their input's content
+    hash, which is part of the identity, and its local path, which is not (a path says where a
+    copy is, not what it holds).
+    """
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    width: int
+    height: int
+    num_frames: int
+    steps: int
+    guidance: float
+    task: str = "t2v"
+    reference_sha256: str | None = None  # i2v: the reference image's content
+    source_sha256: str | None = None  # v2v: the source clip's content
+    strength: float | None = None  # v2v: how far the result may move away from the source (0-1)
+    reference_path: str | None = field(default=None, compare=False)
+    source_path: str | None = field(default=None, compare=False)
+    fps: int | None = field(default=None, compare=False)  # the model's rate: LTX's frame_rate, the source's resampling
+
+    def identity(self) -> dict[str, Any]:
+        """What the clip_key hashes: the text-to-video fields as before, plus the conditioning when present."""
+        values = asdict(self)
+        for name in ("reference_path", "source_path", "fps"):
+            values.pop(name)
+        if values["task"] == "t2v":
+            values.pop("task")
+        return {k: v for k, v in values.items() if v is not None}
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Requests with the same key can share one pipeline call (one reference image or source clip per call)."""
+        return (
+            self.width,
+            self.height,
+            self.num_frames,
+            self.steps,
+            self.guidance,
+            self.task,
+            self.reference_sha256,
+            self.source_sha256,
+            self.strength,
+        )
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """A LoRA adapter a clip asked for: its fetched safetensors file (by content) and scale."""
+
+    sha256: str
+    scale: float
+    path: str = field(default="", compare=False)  # where the local copy is; says nothing of the content
+    uri: str = field(default="", compare=False)  # what the catalog or configuration named (for the records)
+
+    def identity(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "scale": self.scale}
+
+
+DEFAULT_EDIT_STRENGTH = 0.6

@@ -6,46 +6,51 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from moviegen import pipeline
-from moviegen.catalog import CatalogValidation
-from moviegen.pipeline import CampaignPlan, Master, Rendition, RunContext, RunSummary
+from moviegen.catalog.check import CatalogValidation
+from moviegen.records import CampaignPlan, Master, Rendition
+from moviegen.run.context import RunContext
+from moviegen.run.masters import generate_masters, load_models
+from moviegen.run.planning import plan_campaign, prune_campaign
+from moviegen.run.renditions import render_batch
+from moviegen.run.screening import load_and_validate, screen_prompts
+from moviegen.run.summary import RunSummary, finish_run, record_rejections, record_timings
 from moviegen.spec import ClipPlan, ClipSpec, Problem
 
 
 @task(name="validate-catalog", cache_policy=NO_CACHE, persist_result=False)
 def validate_catalog_task(catalog_uri: str, ctx: RunContext) -> CatalogValidation:
     """Read the catalog and check every row (CPU, seconds for thousands of rows)."""
-    return pipeline.load_and_validate(catalog_uri, ctx)
+    return load_and_validate(catalog_uri, ctx)
 
 
 @task(name="prompt-gate", cache_policy=NO_CACHE, persist_result=False)
 def prompt_gate_task(validation: CatalogValidation, ctx: RunContext) -> CatalogValidation:
     """Check every valid row's text against its campaign's safety policy (CPU, a classifier batch)."""
-    return pipeline.screen_prompts(validation, ctx)
+    return screen_prompts(validation, ctx)
 
 
 @task(name="record-rejections", cache_policy=NO_CACHE, persist_result=False)
 def record_rejections_task(problems: list[Problem], ctx: RunContext) -> int:
     """Append rejected rows to the output root's ``rejected/`` dataset."""
-    return pipeline.record_rejections(problems, ctx)
+    return record_rejections(problems, ctx)
 
 
 @task(name="prune", cache_policy=NO_CACHE, persist_result=False)
 def prune_task(validation: CatalogValidation, ctx: RunContext) -> list[dict]:
     """Retire the published renditions of rows that left the catalog (moves files within the output root)."""
-    return pipeline.prune_campaign(validation, ctx)
+    return prune_campaign(validation, ctx)
 
 
 @task(name="plan-campaign", cache_policy=NO_CACHE, persist_result=False)
 def plan_campaign_task(specs: list[ClipSpec], ctx: RunContext) -> CampaignPlan:
     """Resolve models and leave out renditions that are already published."""
-    return pipeline.plan_campaign(specs, ctx)
+    return plan_campaign(specs, ctx)
 
 
 @task(name="load-models", tags=["gpu"], cache_policy=NO_CACHE, persist_result=False)
 def load_models_task(clips: list[ClipPlan], ctx: RunContext) -> dict[str, float]:
     """Load the models the clips need onto the run's device, once per process (GPU memory, disk reads)."""
-    return pipeline.load_models(clips, ctx)
+    return load_models(clips, ctx)
 
 
 def _batch_run_name() -> str:
@@ -66,7 +71,7 @@ def generate_batch_task(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
 
     Each clip then passes the frame gate on the CPU; a clip it holds back comes back without a path.
     """
-    return pipeline.generate_masters(batch, ctx)
+    return generate_masters(batch, ctx)
 
 
 def _render_run_name() -> str:
@@ -85,7 +90,7 @@ def _render_run_name() -> str:
 def render_batch_task(work: list[tuple[Master, list[str]]], ctx: RunContext) -> list[Rendition]:
     """Encode, check and publish every channel of one generated batch (ffmpeg and CPU cores,
     ``render_workers`` renditions at a time); each rendition succeeds or fails on its own."""
-    return pipeline.render_batch(work, ctx)
+    return render_batch(work, ctx)
 
 
 @task(name="record-timings", cache_policy=NO_CACHE, persist_result=False)
@@ -93,7 +98,7 @@ def record_timings_task(
     masters: list[Master], renditions: list[Rendition], loads: dict[str, float], ctx: RunContext
 ) -> int:
     """Append what generation, encodes and model loads took to ``timings/`` (the cost model's data)."""
-    return pipeline.record_timings(masters, renditions, loads, ctx)
+    return record_timings(masters, renditions, loads, ctx)
 
 
 @task(name="finish-run", cache_policy=NO_CACHE, persist_result=False)
@@ -109,6 +114,6 @@ def finish_run_task(
     model_loads: dict[str, int] | None = None,
 ) -> RunSummary:
     """Record clip problems and write run.json and the report."""
-    return pipeline.finish_run(
+    return finish_run(
         ctx, validation, plan, masters, renditions, executor, retired=retired, shards=shards, model_loads=model_loads
     )

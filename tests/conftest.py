@@ -22,7 +22,7 @@ for name in [n for n in os.environ if n.startswith("MOVIEGEN_")]:
 
 import pytest  # noqa: E402
 
-from moviegen.catalog import write_catalog  # noqa: E402
+from moviegen.catalog.schema import write_catalog  # noqa: E402
 from moviegen.config import GenerationSettings, Settings  # noqa: E402
 
 

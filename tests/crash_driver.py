@@ -46,7 +46,7 @@ def arm(point: str) -> None:
     import fsspec.implementations.local as local
 
     from moviegen import pipeline, reliability
-    from moviegen.publish import OutputRoot
+    from moviegen.store import OutputRoot
 
     stage, _, count = point.partition(":")
     hit = nth(int(count or 1))
@@ -114,7 +114,7 @@ def arm(point: str) -> None:
 def main() -> None:
     catalog, config, out, point = sys.argv[1:5]
     from moviegen.config import load_settings
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.run.plain import run_campaign_plain
 
     arm(point)
     summary = run_campaign_plain(catalog, load_settings(config, out=out))

@@ -10,11 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import fast_settings, row
 
-from moviegen.adherence import AdherenceScore, ScorerError, best_candidate, load_scorer, resolve_scorer
 from moviegen.config import AdherenceSettings
-from moviegen.generate import pick_device
+from moviegen.generation.adherence import AdherenceScore, ScorerError, best_candidate, load_scorer, resolve_scorer
+from moviegen.generation.device import pick_device
 from moviegen.models.tiny import ensure_tiny_model
-from moviegen.pipeline import generate_masters, load_and_validate, make_batches, plan_campaign, start_run
+from moviegen.run.context import start_run
+from moviegen.run.masters import generate_masters, make_batches
+from moviegen.run.planning import plan_campaign
+from moviegen.run.screening import load_and_validate
 
 CPU = pick_device("cpu")
 

@@ -12,10 +12,10 @@ from conftest import fast_settings, row
 from test_soundtrack import audio_streams, loudness
 
 from moviegen.config import AdherenceSettings, AudioSettings
-from moviegen.delivery import check_delivery
 from moviegen.media import ffmpeg_binary, probe
-from moviegen.pipeline import run_campaign_plain
 from moviegen.presets import builtin_channels
+from moviegen.provenance.delivery import check_delivery
+from moviegen.run.plain import run_campaign_plain
 
 CHANNEL = "x"  # the watermark is recorded, not required, here: see FAST_CONFIG in conftest.py
 

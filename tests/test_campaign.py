@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import row
 
-from moviegen import pipeline
 from moviegen.media import probe
-from moviegen.publish import MANIFEST_SCHEMA, REJECTED_SCHEMA, OutputRoot, sha256_file
+from moviegen.run.renditions import _render_and_publish
+from moviegen.store import MANIFEST_SCHEMA, REJECTED_SCHEMA, OutputRoot, sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def published_files(out: Path) -> set[str]:
 def first_run(tmp_path_factory, prefect_api, tiny_model):
     """One real campaign flow run, shared by the checks below."""
     from flows.campaign import campaign
-    from moviegen.catalog import write_catalog
+    from moviegen.catalog.schema import write_catalog
 
     base = tmp_path_factory.mktemp("campaign")
     catalog = base / "catalog.parquet"
@@ -41,7 +41,7 @@ def first_run(tmp_path_factory, prefect_api, tiny_model):
     out = base / "out"
     # Count the renditions in progress at once: the flow submits all three to its task runner's 16 threads.
     inside, lock = {"now": 0, "most": 0}, threading.Lock()
-    real = pipeline._render_and_publish
+    real = _render_and_publish
 
     def counted(*args, **kwargs):
         with lock:
@@ -54,7 +54,7 @@ def first_run(tmp_path_factory, prefect_api, tiny_model):
                 inside["now"] -= 1
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pipeline, "_render_and_publish", counted)
+        patch.setattr("moviegen.run.renditions._render_and_publish", counted)
         result = campaign(catalog=str(catalog), out=str(out), config=str(config))
     result["most_renditions_at_once"] = inside["most"]
     return catalog, config, out, result
@@ -135,7 +135,7 @@ def test_rerun_publishes_nothing_twice_and_generates_nothing(first_run):
 def test_caption_change_republishes_without_regenerating(first_run, tmp_path):
     """A new caption changes the rendition, not the pixels: re-render from the kept master."""
     from flows.campaign import campaign
-    from moviegen.catalog import write_catalog
+    from moviegen.catalog.schema import write_catalog
 
     _, config, out, _ = first_run
     edited = tmp_path / "edited.parquet"
@@ -151,7 +151,7 @@ def test_caption_change_republishes_without_regenerating(first_run, tmp_path):
 def test_plain_loop_runs_the_same_stages(first_run, tmp_path):
     from conftest import fast_settings
 
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.run.plain import run_campaign_plain
 
     catalog, _, out, _ = first_run
     summary = run_campaign_plain(str(catalog), fast_settings(tmp_path / "plain"))

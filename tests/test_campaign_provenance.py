@@ -17,10 +17,11 @@ from test_provenance import _mdat_payload
 from typer.testing import CliRunner
 
 from flows.cli import app
-from moviegen import watermark as wm
-from moviegen.pipeline import run_campaign_plain
 from moviegen.provenance import TRAINED_ALGORITHMIC_MEDIA, read_credentials, read_label_metadata
-from moviegen.publish import MANIFEST_SCHEMA, OutputRoot
+from moviegen.run.plain import run_campaign_plain
+from moviegen.store import MANIFEST_SCHEMA, OutputRoot
+from moviegen.watermark.payload import MIN_BIT_ACCURACY, payload_for, payload_hex
+from moviegen.watermark.readback import verify_video
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ ROWS = [
 @pytest.fixture(scope="module")
 def campaign_run(tmp_path_factory, tiny_model):
     base = tmp_path_factory.mktemp("provenance-campaign")
-    from moviegen.catalog import write_catalog
+    from moviegen.catalog.schema import write_catalog
 
     catalog = base / "catalog.parquet"
     write_catalog(ROWS, str(catalog))
@@ -95,14 +96,14 @@ def test_every_rendition_is_published_marked_labelled_and_signed(campaign_run):
         assert read_credentials(video, anchored)["state"] == "Trusted"
         label = read_label_metadata(video)
         assert label["ai_generated"] and label["creator_tool"].startswith("moviegen")
-        reading = wm.verify_video(video, int(entry["watermark_payload"], 16))
+        reading = verify_video(video, int(entry["watermark_payload"], 16))
         assert reading.verified, reading.describe()
         assert (entry["c2pa_state"], entry["label"]) == ("Valid", "AI-generated")
-        assert entry["watermark_bit_accuracy"] >= wm.MIN_BIT_ACCURACY
+        assert entry["watermark_bit_accuracy"] >= MIN_BIT_ACCURACY
     payloads = {(m["clip_id"], m["channel"]): m["watermark_payload"] for m in manifest}
     assert payloads[("launch", "tiktok")] != payloads[("launch", "youtube")]  # one mark per rendition
     teaser = next(m for m in manifest if m["clip_id"] == "teaser")
-    assert teaser["watermark_payload"] == wm.payload_hex(wm.payload_for(teaser["clip_key"], "master"))
+    assert teaser["watermark_payload"] == payload_hex(payload_for(teaser["clip_key"], "master"))
     passes = {(m["clip_id"], m["channel"]): m["watermark_passes"] for m in manifest}
     assert set(passes.values()) <= {1, 2} and passes[("launch", "tiktok")] == 1
     # The tiny model's smooth clips lose bits on some 16:9 renditions (which ones depends on the pixels):

@@ -9,10 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import fast_settings, row
 
-from moviegen.delivery import check_delivery
 from moviegen.media import ffmpeg_binary
-from moviegen.pipeline import load_and_validate, plan_campaign, run_campaign_plain, start_run
 from moviegen.presets import builtin_channels
+from moviegen.provenance.delivery import check_delivery
+from moviegen.run.context import start_run
+from moviegen.run.plain import run_campaign_plain
+from moviegen.run.planning import plan_campaign
+from moviegen.run.screening import load_and_validate
 
 
 def test_a_row_whose_logo_cannot_be_fetched_is_rejected_before_generation(tmp_path, catalog_file):

@@ -7,13 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import row
 
-from moviegen.catalog import (
-    CATALOG_SCHEMA,
-    CatalogReadError,
-    default_seed,
-    read_catalog,
-    validate_catalog,
-)
+from moviegen.catalog.check import validate_catalog
+from moviegen.catalog.schema import CATALOG_SCHEMA, CatalogReadError, default_seed, read_catalog
 from moviegen.config import TINY_MODEL_ID
 from moviegen.presets import channel_presets, styles
 
@@ -168,7 +163,7 @@ def test_movie_gen_bench_prompts_are_valid_rows(moviegenbench):
 def test_catalog_readme_documents_every_column():
     from pathlib import Path
 
-    from moviegen.catalog import COLUMNS
+    from moviegen.catalog.schema import COLUMNS
 
     readme = (Path(__file__).resolve().parents[1] / "catalogs" / "README.md").read_text()
     assert [c.name for c in COLUMNS if f"| `{c.name}` |" not in readme] == []

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from moviegen.catalog import COLUMNS, ID_PATTERN, CatalogReadError, CatalogValidation, read_catalog, validate_catalog
+from moviegen.catalog.check import CatalogValidation, validate_catalog
+from moviegen.catalog.schema import COLUMNS, ID_PATTERN, CatalogReadError, read_catalog
 from moviegen.presets import channel_presets, styles
 
 PRESETS = channel_presets()

@@ -8,10 +8,12 @@ import pyarrow as pa
 import pytest
 from conftest import fast_settings, row
 
-from moviegen.catalog import validate_catalog
+from moviegen.catalog.check import validate_catalog
 from moviegen.config import TINY_MODEL_ID
-from moviegen.pipeline import load_and_validate, plan_campaign, start_run
 from moviegen.presets import channel_presets, styles
+from moviegen.run.context import start_run
+from moviegen.run.planning import plan_campaign
+from moviegen.run.screening import load_and_validate
 
 
 def check(rows):

@@ -24,7 +24,7 @@ from moviegen.costs import (
     timing_row,
     work_units,
 )
-from moviegen.publish import OutputRoot, utc_now
+from moviegen.store import OutputRoot, utc_now
 
 MOVIEGEN = str(Path(sys.executable).with_name("moviegen"))
 

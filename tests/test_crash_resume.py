@@ -21,7 +21,7 @@ import pytest
 from conftest import row
 
 from moviegen.media import probe
-from moviegen.publish import MANIFEST_SCHEMA, OutputRoot, sha256_file
+from moviegen.store import MANIFEST_SCHEMA, OutputRoot, sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,7 @@ KILLS = ("generate:2", "render:1", "publish:1", "manifest:1", "finish")
 
 def test_killed_runs_resume_to_completion(campaign_files):
     from moviegen.config import load_settings
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.run.plain import run_campaign_plain
 
     catalog, config, out = campaign_files
     runs: list[str] = []

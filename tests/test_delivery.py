@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moviegen.delivery import check_delivery, delivery_violations, inspect_rendition, mp4_boxes
 from moviegen.media import write_master
 from moviegen.presets import ChannelPreset, Style
-from moviegen.render import RenditionSpec, render_rendition
+from moviegen.provenance.delivery import check_delivery, delivery_violations, inspect_rendition, mp4_boxes
+from moviegen.render.encode import render_rendition
+from moviegen.render.spec import RenditionSpec
 
 PRESET = ChannelPreset(name="small", width=160, height=160, fps=30, max_duration_s=60)
 NONE = Style(name="none")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from moviegen.config import ConfigError, Settings, load_settings
-from moviegen.overlays import render_text
 from moviegen.presets import builtin_channels
 from moviegen.provenance import TRAINED_ALGORITHMIC_MEDIA, LabelSpec, disclosure_flags, label_for, platforms
+from moviegen.render.overlays import render_text
 
 
 def test_platform_flags_for_youtube_and_tiktok():

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from moviegen.conditioning import load_reference_image, read_source_clip
-from moviegen.generate import GenerationRequest, PipelineCache, generate_batch, pick_device
+from moviegen.generation.conditioning import load_reference_image, read_source_clip
+from moviegen.generation.device import pick_device
+from moviegen.generation.generate import generate_batch
+from moviegen.generation.loading import PipelineCache
 from moviegen.models.registry import MODELS, UnknownModelError, resolve_for_task, resolve_model
 from moviegen.models.tiny import TINY_BUILDS, ensure_tiny_model
+from moviegen.spec import GenerationRequest
 
 CPU = pick_device("cpu")
 

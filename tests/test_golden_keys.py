@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 from conftest import row
 
-from moviegen.catalog import write_catalog
+from moviegen.catalog.schema import write_catalog
 from moviegen.config import AdherenceSettings, Settings
-from moviegen.pipeline import load_and_validate, plan_campaign, rendition_key_for, screen_prompts, start_run
+from moviegen.run.context import start_run
+from moviegen.run.planning import plan_campaign, rendition_key_for
+from moviegen.run.screening import load_and_validate, screen_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "data" / "golden_keys.json"
@@ -69,7 +71,7 @@ def compute_keys(tmp_path: Path, logo: Path) -> dict[str, dict]:
 
 @pytest.fixture
 def pinned_tools(monkeypatch):
-    monkeypatch.setattr("moviegen.render.tool_versions", lambda: PINNED_TOOLS)
+    monkeypatch.setattr("moviegen.render.spec.tool_versions", lambda: PINNED_TOOLS)
 
 
 def test_keys_match_the_golden_file(tmp_path, photo, pinned_tools, request):

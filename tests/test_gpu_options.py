@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 
 from moviegen.config import ConfigError, load_settings
-from moviegen.generate import GenerationRequest, PipelineCache, PipelineOptions, generate_batch, pick_device
+from moviegen.generation.device import pick_device
+from moviegen.generation.generate import generate_batch
+from moviegen.generation.loading import PipelineCache
+from moviegen.generation.options import PipelineOptions
 from moviegen.models.registry import resolve_model
+from moviegen.spec import GenerationRequest
 
 CPU = pick_device("cpu")
 
@@ -23,7 +27,7 @@ def clip(pipe, steps=2, **kw):
 def test_offload_and_compile_are_skipped_on_the_cpu_with_a_note(cache_dir, tiny_model, caplog):
     cache = PipelineCache()
     options = PipelineOptions(offload="group", compile=True)
-    with caplog.at_level(logging.WARNING, logger="moviegen.generate"):
+    with caplog.at_level(logging.WARNING, logger="moviegen.generation.options"):
         pipe = cache.get(resolve_model("tiny-wan"), CPU, cache_dir, options=options)
     assert any("offload=group applies to CUDA only" in n for n in cache.notes)
     assert any("compile applies to CUDA only" in n for n in cache.notes)

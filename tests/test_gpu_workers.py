@@ -19,26 +19,19 @@ import pytest
 import torch
 from conftest import fast_settings, row
 
-from moviegen.catalog import read_catalog, validate_catalog
+from moviegen.catalog.check import validate_catalog
+from moviegen.catalog.schema import read_catalog
 from moviegen.config import ConfigError, GenerationSettings, load_settings
-from moviegen.generate import (
-    AUTO_TINY_BATCH,
-    Device,
-    GenerationRequest,
-    PipelineCache,
-    PipelineOptions,
-    _offload,
-    batch_size_for,
-    frames_per_call_limit,
-    generate_batch,
-    offload_derived,
-    pick_device,
-    use_deterministic_algorithms,
-)
+from moviegen.generation.device import Device, pick_device, use_deterministic_algorithms
+from moviegen.generation.generate import AUTO_TINY_BATCH, batch_size_for, frames_per_call_limit, generate_batch
+from moviegen.generation.loading import PipelineCache
+from moviegen.generation.options import PipelineOptions, _offload, offload_derived
+from moviegen.generation.resilient import generate_resilient
 from moviegen.models.registry import MODELS, resolve_model
-from moviegen.pipeline import plan_clip, start_run
 from moviegen.presets import channel_presets, styles
-from moviegen.reliability import generate_resilient
+from moviegen.run.context import start_run
+from moviegen.run.planning import plan_clip
+from moviegen.spec import GenerationRequest
 
 CPU = pick_device("cpu")
 
@@ -99,7 +92,7 @@ def test_the_kept_error_carries_no_traceback(wan, monkeypatch):
 
 
 def test_a_rejected_clip_says_what_was_tried(tmp_path, catalog_file, monkeypatch, tiny_model):
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.run.plain import run_campaign_plain
 
     def always(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
@@ -290,7 +283,7 @@ def write_random_lora(wan, path, seed: int = 0, rank: int = 4) -> None:
 
 
 def _catalog(tmp_path, rows) -> str:
-    from moviegen.catalog import write_catalog
+    from moviegen.catalog.schema import write_catalog
 
     path = tmp_path / f"catalog-{len(list(tmp_path.glob('catalog-*')))}.parquet"
     write_catalog(rows, str(path))
@@ -298,8 +291,8 @@ def _catalog(tmp_path, rows) -> str:
 
 
 def test_a_lora_changes_its_rows_pixels_and_key_and_no_other_rows(wan, cache_dir, tmp_path):
-    from moviegen.generate import LoraAdapter
-    from moviegen.publish import sha256_file
+    from moviegen.spec import LoraAdapter
+    from moviegen.store import sha256_file
 
     lora = tmp_path / "style.safetensors"
     write_random_lora(wan, lora)
@@ -365,9 +358,9 @@ def test_a_campaign_with_a_lora_and_rows_past_the_models_clip_length(wan, tmp_pa
     """One real campaign: a LoRA row is recorded in manifest, sidecar and C2PA manifest next to the model;
     rows of 10 s and 15 s publish on the default model (its 81-frame clip extended as ``extend`` says)."""
     from moviegen.media import probe
-    from moviegen.pipeline import run_campaign_plain
     from moviegen.provenance import read_credentials
-    from moviegen.publish import MANIFEST_SCHEMA, OutputRoot
+    from moviegen.run.plain import run_campaign_plain
+    from moviegen.store import MANIFEST_SCHEMA, OutputRoot
 
     lora = tmp_path / "brand-look.safetensors"
     write_random_lora(wan, lora, seed=1)
@@ -401,7 +394,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.slow
 def test_group_offload_runs_t2v_i2v_and_v2v_rows_on_cuda(tmp_path, photo, real_clip):
     from moviegen.config import Settings
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.run.plain import run_campaign_plain
 
     rows = [
         row("t2v", channels=["mini"]),

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import row
 
-from moviegen.catalog import write_catalog
+from moviegen.catalog.schema import write_catalog
 
 MOVIEGEN = str(Path(sys.executable).with_name("moviegen"))
 SECRETS = ("ALICE-PASSWORD-42", "SIG-9f8e7d6c5b", "TOK-1a2b3c4d", "PW-s3cr3t-horse-battery", "ENV-t0ken-5ecret")

@@ -12,7 +12,8 @@ import pytest
 from conftest import row
 
 from moviegen.assets import AssetError, UriPolicy, check_uri, fetch_asset
-from moviegen.catalog import CatalogReadError, read_catalog, validate_catalog, write_catalog
+from moviegen.catalog.check import validate_catalog
+from moviegen.catalog.schema import CatalogReadError, read_catalog, write_catalog
 from moviegen.config import ConfigError, InputSettings, load_settings
 from moviegen.presets import channel_presets, styles
 from moviegen.redact import RedactingFilter, redact_text, redact_uri, register_secret

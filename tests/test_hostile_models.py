@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from moviegen.config import load_settings
-from moviegen.generate import ModelLoadError, PipelineCache, pick_device
+from moviegen.generation.device import ModelLoadError, pick_device
+from moviegen.generation.loading import PipelineCache
 from moviegen.models.registry import resolve_model
 
 

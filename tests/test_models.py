@@ -9,15 +9,11 @@ import pytest
 import torch
 
 from moviegen.config import TINY_MODEL_ID
-from moviegen.generate import (
-    GenerationRequest,
-    ModelLoadError,
-    PipelineCache,
-    generate_batch,
-    model_revision,
-    pick_device,
-)
+from moviegen.generation.device import ModelLoadError, pick_device
+from moviegen.generation.generate import generate_batch
+from moviegen.generation.loading import PipelineCache, model_revision
 from moviegen.models.registry import MODELS, UnknownModelError, resolve_model
+from moviegen.spec import GenerationRequest
 
 
 def request(prompt="a red kite over the sea", seed=3, **kw):
@@ -134,10 +130,16 @@ def test_pickle_weights_are_refused_unless_allowed(tiny_model, tmp_path, cache_d
     assert PipelineCache().get(ref, pick_device("cpu"), cache_dir, allow_pickle=True) is not None
 
 
-def test_device_is_chosen_at_run_time():
-    device = pick_device()
-    expected = "cuda" if torch.cuda.is_available() else device.name
-    assert device.name == expected
-    if device.name == "cpu":
-        assert device.dtype_name == "float32"
+def test_device_is_chosen_at_run_time(monkeypatch):
+    # What this machine's torch reports decides the device, and the device decides the dtype.
+    here = pick_device()
+    assert here.name == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert (pick_device().name, pick_device().dtype_name) == ("cuda", "bfloat16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert pick_device().dtype_name == "float16"  # older GPUs: half precision without bf16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert (pick_device().name, pick_device().dtype_name) == ("cpu", "float32")
     assert pick_device("cpu", "bfloat16").dtype == torch.bfloat16

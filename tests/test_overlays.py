@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import ImageFont
 
-from moviegen.overlays import FontError, TextLayer, find_font, installed_fonts, render_text, wrap_text
 from moviegen.presets import SafeZone
+from moviegen.render.overlays import FontError, TextLayer, find_font, installed_fonts, render_text, wrap_text
 
 FRAME = (1080, 1920)
 SAFE = SafeZone(top=0.1, bottom=0.2, left=0.05, right=0.1)
@@ -97,7 +97,7 @@ def test_empty_text_draws_nothing_and_bad_layers_are_refused():
 
 
 def test_a_brand_font_file_is_used_when_it_has_the_characters():
-    from moviegen.overlays import font_for
+    from moviegen.render.overlays import font_for
 
     dejavu = next(f for f in installed_fonts() if f.family == "DejaVu Sans" and f.style == "Book").path
     assert font_for("Hello", TextLayer("Hello", font=dejavu))[0] == dejavu

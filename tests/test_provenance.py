@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from moviegen.config import ConfigError, ProvenanceSettings, load_settings
-from moviegen.generate import GenerationRequest
 from moviegen.media import probe, run_ffmpeg
 from moviegen.models.registry import resolve_model
 from moviegen.provenance import (
@@ -45,7 +44,7 @@ from moviegen.provenance import (
     sign_credentials,
     write_label_metadata,
 )
-from moviegen.spec import ClipPlan, ClipSpec
+from moviegen.spec import ClipPlan, ClipSpec, GenerationRequest
 
 PROMPT = "confidential launch teaser: the Aurora X5 phone rising over a glacier at dawn"
 NEGATIVE = "competitor logos, blurry"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moviegen.publish import MANIFEST_SCHEMA, OutputRoot, UnsafePathError, new_run_id, utc_now
+from moviegen.store import MANIFEST_SCHEMA, OutputRoot, UnsafePathError, new_run_id, utc_now
 
 
 def manifest_row(run_id: str, clip: str, **kw) -> dict:
@@ -130,7 +130,8 @@ def test_compaction_keeps_rows_of_an_earlier_compaction(tmp_path):
 
 
 def test_an_interrupted_publish_is_adopted_only_when_its_video_landed_whole(tmp_path):
-    from moviegen.publish import adopt_interrupted, pending_intents, record_intent, sha256_file
+    from moviegen.publish.manifest import adopt_interrupted, pending_intents, record_intent
+    from moviegen.store import sha256_file
 
     out = OutputRoot(str(tmp_path / "out"))
     video = tmp_path / "a.mp4"
@@ -161,7 +162,7 @@ def test_a_killed_runs_record_and_scratch_are_recognised(tmp_path):
     import json
     import socket
 
-    from moviegen.reliability import mark_interrupted_runs, run_started, sweep_work_dir
+    from moviegen.run.context import mark_interrupted_runs, run_started, sweep_work_dir
 
     out = OutputRoot(str(tmp_path / "out"))
     pid = dead_pid()

@@ -14,17 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import FAST_CONFIG, fast_settings, row
 
-from moviegen.catalog import CatalogValidation
-from moviegen.publish import (
-    MANIFEST_SCHEMA,
-    OutputRoot,
-    manifest_history,
-    published_paths,
-    published_renditions,
-    sha256_file,
-    utc_now,
-)
+from moviegen.catalog.check import CatalogValidation
+from moviegen.publish.manifest import manifest_history, published_renditions
 from moviegen.spec import ClipSpec, Problem
+from moviegen.store import MANIFEST_SCHEMA, OutputRoot, published_paths, sha256_file, utc_now
 
 MOVIEGEN = str(Path(sys.executable).with_name("moviegen"))
 
@@ -89,7 +82,7 @@ def generated_masters(out: Path) -> set[str]:
 
 @pytest.fixture
 def ctx(tmp_path):
-    from moviegen.pipeline import start_run
+    from moviegen.run.context import start_run
 
     return start_run(fast_settings(tmp_path / "out"), run_id="run-prune")
 
@@ -103,7 +96,7 @@ def _spec(clip_id: str, campaign_id: str = "camp", channels: tuple[str, ...] = (
 
 
 def test_prune_retires_only_what_left_this_campaigns_catalog(ctx):
-    from moviegen.pipeline import prune_campaign
+    from moviegen.run.planning import prune_campaign
 
     out, root = ctx.out, Path(ctx.out.root)
     rows = [
@@ -132,7 +125,7 @@ def test_prune_retires_only_what_left_this_campaigns_catalog(ctx):
 
 
 def test_a_prune_killed_half_way_is_finished_by_the_next(ctx):
-    from moviegen.pipeline import prune_campaign
+    from moviegen.run.planning import prune_campaign
 
     out, root = ctx.out, Path(ctx.out.root)
     out.append_rows("manifest", MANIFEST_SCHEMA, [manifest_row("gone", "run-1", "g", 0, status="published")], "run-1")
@@ -146,7 +139,7 @@ def test_a_prune_killed_half_way_is_finished_by_the_next(ctx):
 
 
 def test_a_channel_dropped_from_a_row_is_retired(ctx):
-    from moviegen.pipeline import prune_campaign
+    from moviegen.run.planning import prune_campaign
 
     out, root = ctx.out, Path(ctx.out.root)
     rows = [manifest_row("a", "run-1", "a1", 0, status="published")]
@@ -160,8 +153,8 @@ def test_a_channel_dropped_from_a_row_is_retired(ctx):
 @pytest.mark.slow
 def test_edited_catalog_regenerates_two_retires_one_and_touches_nothing_else(tmp_path, tiny_model):
     """Edit two rows of a published catalog and remove one; rerun with --prune."""
-    from moviegen.catalog import write_catalog
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.catalog.schema import write_catalog
+    from moviegen.run.plain import run_campaign_plain
 
     out = tmp_path / "out"
     config = tmp_path / "fast.yaml"

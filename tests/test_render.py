@@ -13,19 +13,13 @@ import numpy as np
 import pytest
 
 from moviegen.assets import fetch_asset
-from moviegen.delivery import check_delivery, inspect_rendition
 from moviegen.media import ffmpeg_binary, probe, read_frames, write_master
-from moviegen.overlays import render_text
 from moviegen.presets import ChannelPreset, Style, builtin_channels, builtin_styles
-from moviegen.render import (
-    RenditionSpec,
-    count_lossy_encodes,
-    crop_box,
-    render_rendition,
-    rendition_key,
-    resolve_lut,
-    write_poster,
-)
+from moviegen.provenance.delivery import check_delivery, inspect_rendition
+from moviegen.render.encode import count_lossy_encodes, render_rendition, write_poster
+from moviegen.render.graph import crop_box
+from moviegen.render.overlays import render_text
+from moviegen.render.spec import RenditionSpec, rendition_key, resolve_lut
 
 SMALL = ChannelPreset(name="small", width=180, height=320, fps=30, max_duration_s=60, safe_zone={"bottom": 0.15})
 SQUARE = ChannelPreset(name="square", width=160, height=160, fps=30, max_duration_s=60)

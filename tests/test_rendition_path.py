@@ -19,14 +19,9 @@ import pytest
 from skimage import data as photos
 from test_watermark import panned_clip
 
-from moviegen import watermark as wm
 from moviegen.config import GenerationSettings, ProvenanceSettings, Settings
-from moviegen.delivery import gate_rendition
-from moviegen.generate import GenerationRequest
-from moviegen.marking import BATCH_FRAMES, WatermarkProcessor, plan_watermark
 from moviegen.media import write_master
 from moviegen.models.registry import resolve_model
-from moviegen.pipeline import Master, delivery_problems, plan_rendition, render_and_publish, start_run
 from moviegen.provenance import (
     NO_CREDENTIALS,
     add_provenance,
@@ -37,9 +32,18 @@ from moviegen.provenance import (
     sign_credentials,
     write_label_metadata,
 )
-from moviegen.publish import MANIFEST_SCHEMA, OutputRoot, sha256_file
-from moviegen.render import render_rendition
-from moviegen.spec import ClipPlan, ClipSpec
+from moviegen.provenance.delivery import gate_rendition
+from moviegen.records import Master
+from moviegen.render.encode import render_rendition
+from moviegen.run.context import start_run
+from moviegen.run.planning import plan_rendition
+from moviegen.run.renditions import delivery_problems, render_and_publish
+from moviegen.spec import ClipPlan, ClipSpec, GenerationRequest
+from moviegen.store import MANIFEST_SCHEMA, OutputRoot, sha256_file
+from moviegen.watermark.marking import BATCH_FRAMES, WatermarkProcessor, plan_watermark
+from moviegen.watermark.model import default_watermarker
+from moviegen.watermark.payload import MIN_BIT_ACCURACY, WATERMARK_VERSION, payload_bits, payload_for
+from moviegen.watermark.readback import verify_video
 
 MASTER_SIZE = (640, 360)  # 16:9, like the models' landscape masters
 # Real channels: the mark is embedded at a working size derived from the frame's own size, so
@@ -118,7 +122,7 @@ def gate(finals: dict, path: Path, provenance: ProvenanceSettings):
 def test_processor_embeds_each_run_of_identical_frames_once():
     rng = np.random.default_rng(3)
     a, b, c = (rng.integers(0, 256, (144, 256, 3), dtype=np.uint8) for _ in range(3))
-    payload = wm.payload_for("clip", PHONE)
+    payload = payload_for("clip", PHONE)
     processor = WatermarkProcessor(payload)
     first = processor(np.stack([a, a, b, b, b]))
     second = processor(np.stack([b, c]))  # b repeats across the batch boundary
@@ -126,7 +130,7 @@ def test_processor_embeds_each_run_of_identical_frames_once():
     assert np.array_equal(first[0], first[1]) and np.array_equal(first[2], first[4])
     assert np.array_equal(second[0], first[4])
     # Reusing a marked frame gives exactly what embedding the distinct frames does.
-    assert np.array_equal(first[[0, 2]], wm.default_watermarker().embed(np.stack([a, b]), payload))
+    assert np.array_equal(first[[0, 2]], default_watermarker().embed(np.stack([a, b]), payload))
     assert not np.array_equal(first[0], a)
 
 
@@ -134,17 +138,17 @@ def test_placement_master_only_for_pure_scaling_with_an_untouched_look(settings)
     ctx = start_run(settings)
     wide = plan_rendition(clip_plan((WIDE,)), WIDE, ctx)
     assert wide.mark.placement == "master"
-    assert wide.mark.payload == wm.payload_for(clip_plan((WIDE,)).clip_key, "master")
+    assert wide.mark.payload == payload_for(clip_plan((WIDE,)).clip_key, "master")
     # A crop to another aspect anywhere in the row, or a grade after the mark: each rendition is marked.
     assert plan_rendition(clip_plan((WIDE, PHONE)), WIDE, ctx).mark.placement == "rendition"
     mono_clip = clip_plan((WIDE,), style="mono")
     mono = plan_rendition(mono_clip, WIDE, ctx)
     assert mono.mark.placement == "rendition"
-    assert mono.mark.payload == wm.payload_for(mono_clip.clip_key, WIDE)
+    assert mono.mark.payload == payload_for(mono_clip.clip_key, WIDE)
     # Placement and payload are part of the rendition key.
     assert wide.key != mono.key
     same = plan_watermark("k", WIDE, MASTER_SIZE, [wide.spec])
-    assert same.processor_key.startswith(wm.WATERMARK_VERSION) and same.processor_key.endswith(same.payload_hex)
+    assert same.processor_key.startswith(WATERMARK_VERSION) and same.processor_key.endswith(same.payload_hex)
 
 
 def test_label_is_the_last_layer_and_in_the_key(settings):
@@ -166,7 +170,7 @@ def test_gate_passes_the_pipelines_final_file(finals, tmp_path):
     add_provenance(video, facts, finals["ctx"].settings.provenance, finals["ctx"].signer)
     verdict = gate(finals, video, finals["ctx"].settings.provenance)
     assert verdict.ok, [f.message for f in verdict.failures]
-    assert verdict.watermark.bit_accuracy >= wm.MIN_BIT_ACCURACY
+    assert verdict.watermark.bit_accuracy >= MIN_BIT_ACCURACY
     assert verdict.provenance.credentials["state"] == "Valid"
 
 
@@ -177,7 +181,7 @@ def test_gate_refuses_a_stripped_watermark(finals, tmp_path):
     verdict = gate(finals, video, finals["ctx"].settings.provenance)
     [failure] = verdict.failures  # preset and provenance are fine: only the mark is missing
     assert failure.rule == "watermark" and "NOT verified" in failure.message
-    assert failure.details["bit_accuracy"] < wm.MIN_BIT_ACCURACY
+    assert failure.details["bit_accuracy"] < MIN_BIT_ACCURACY
     # watermark_gate "recorded" (synthetic test content only): still read back, never refusing.
     planned = finals["planned"]
     recorded = gate_rendition(
@@ -254,8 +258,8 @@ def test_render_and_publish_publishes_a_signed_marked_labelled_file(channel, mas
     video = Path(ctx.out.root) / row["path"]
     assert row["sha256"] == sha256_file(video)  # the final, signed file
     assert (row["c2pa_state"], row["label"]) == ("Valid", "AI-generated")
-    assert wm.verify_video(video, int(row["watermark_payload"], 16)).verified
-    assert row["watermark_bit_accuracy"] >= wm.MIN_BIT_ACCURACY
+    assert verify_video(video, int(row["watermark_payload"], 16)).verified
+    assert row["watermark_bit_accuracy"] >= MIN_BIT_ACCURACY
     assert set(result.seconds) == {"render", "watermark", "provenance", "delivery", "publish"}
     assert row["watermark_passes"] == 1
     sidecar = json.loads(video.with_suffix(".json").read_text())
@@ -267,11 +271,11 @@ def test_render_and_publish_publishes_a_signed_marked_labelled_file(channel, mas
 
 def test_a_second_pass_strengthens_the_mark():
     frames = panned_clip(photos.coffee(), 4, 256, 144)
-    payload = wm.payload_for("clip", PHONE)
-    marker = wm.default_watermarker()
+    payload = payload_for("clip", PHONE)
+    marker = default_watermarker()
     once = WatermarkProcessor(payload)(frames.copy())
     twice = WatermarkProcessor(payload, passes=2)(frames.copy())
-    signs = wm.payload_bits(payload).astype(np.float32) * 2 - 1
+    signs = payload_bits(payload).astype(np.float32) * 2 - 1
 
     def weakest(marked: np.ndarray) -> float:  # the worst bit's mean logit, towards its expected value
         return float((marker.read_frames(marked, payload).logits.mean(axis=0) * signs).min())

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from moviegen import progress
 from moviegen.media import ffmpeg_binary, frame_strip
-from moviegen.report import md_escape, render_report_html, summary_markdown
+from moviegen.report.page import md_escape, render_report_html, summary_markdown
 
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script> & "quoted" </td></table>'
 STRICT_QC = "extends: default\nname: strict-qc\nframes:\n  qc:\n    frozen_diff: 100\n"
@@ -74,7 +74,7 @@ def parse(page: str) -> PageParser:
 def report_run(tmp_path_factory, prefect_api, tiny_model):
     """One real campaign flow run with published, quarantined and rejected rows."""
     from flows.campaign import campaign
-    from moviegen.catalog import write_catalog
+    from moviegen.catalog.schema import write_catalog
 
     base = tmp_path_factory.mktemp("report")
     (base / "strict-qc.yaml").write_text(STRICT_QC)
@@ -400,7 +400,7 @@ def test_each_gate_shows_its_headline_score():
         "scores": json.dumps({"clip_score": 0.31, "candidates": [0.28, 0.31]}),
     }
     unknown = {"gate": "frames", "passed": True, "rule": None, "policy": "default", "scores": "not json"}  # fmt: skip
-    from moviegen.report import gate_summary
+    from moviegen.report.records import gate_summary
 
     assert gate_summary(prompt) == {"passed": True, "rule": None, "policy": "default", "score_name": "classifier",
                                     "score": 0.12}  # fmt: skip

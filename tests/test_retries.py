@@ -21,10 +21,14 @@ from conftest import fast_settings, row
 from fsspec.implementations.local import LocalFileSystem
 
 from moviegen import media
-from moviegen.generate import GenerationRequest, PipelineCache, generate_batch, pick_device
+from moviegen.generation.device import pick_device
+from moviegen.generation.generate import generate_batch
+from moviegen.generation.loading import PipelineCache
+from moviegen.generation.resilient import generate_resilient
 from moviegen.models.registry import resolve_model
-from moviegen.publish import MANIFEST_SCHEMA, REJECTED_SCHEMA, OutputRoot
-from moviegen.reliability import generate_resilient, is_out_of_memory, retry
+from moviegen.reliability import is_out_of_memory, retry
+from moviegen.spec import GenerationRequest
+from moviegen.store import MANIFEST_SCHEMA, REJECTED_SCHEMA, OutputRoot
 
 CPU = pick_device("cpu")
 
@@ -199,8 +203,8 @@ def test_campaign_survives_memory_encode_and_destination_faults(
     flaky, monkeypatch, request, tmp_path, catalog_file, tiny_model, cache_dir
 ):
     from moviegen.config import RetrySettings
-    from moviegen.generate import process_pipeline_cache
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.generation.loading import process_pipeline_cache
+    from moviegen.run.plain import run_campaign_plain
 
     # 1. The clip "heavy" never fits in memory; every other call fails once before it fits.
     pipe = process_pipeline_cache().get(resolve_model("tiny-wan"), CPU, cache_dir)

@@ -97,8 +97,8 @@ def test_mixed_campaign_publishes_only_the_safe_rows(tiny_model, prefect_api, ca
 def test_plain_loop_rows_the_prompt_gate_blocks_never_reach_the_model(catalog_file, tmp_path: Path):
     from conftest import fast_settings
 
-    from moviegen.generate import process_pipeline_cache
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.generation.loading import process_pipeline_cache
+    from moviegen.run.plain import run_campaign_plain
 
     loads = dict(process_pipeline_cache().loads)
     catalog = catalog_file(

@@ -13,10 +13,11 @@ from conftest import fast_settings
 from skimage import data
 
 from moviegen.config import ConfigError, SafetySettings
-from moviegen.generate import GenerationRequest
 from moviegen.media import probe, write_master
 from moviegen.models.registry import resolve_model
-from moviegen.pipeline import Master, check_frames, master_path, start_run
+from moviegen.records import Master
+from moviegen.run.context import start_run
+from moviegen.run.masters import check_frames, master_path
 from moviegen.safety import (
     DetectorError,
     check_clip,
@@ -26,7 +27,7 @@ from moviegen.safety import (
     register_detector,
     sample_indices,
 )
-from moviegen.spec import ClipPlan, ClipSpec
+from moviegen.spec import ClipPlan, ClipSpec, GenerationRequest
 
 WIDTH, HEIGHT, FRAMES = 480, 272, 17  # the tiny model's 16:9 master, 1 s at 16 fps
 

@@ -89,7 +89,7 @@ def test_moderator_names_are_resolved_or_refused(tmp_path):
 
 
 def test_campaign_gate_writes_moderator_verdicts_to_scores(catalog_file, tmp_path):
-    from moviegen.pipeline import run_campaign_plain
+    from moviegen.run.plain import run_campaign_plain
 
     catalog = catalog_file([row("calm"), row("calm2"), row("ruled", prompt="a n-u-d-e model on a beach")])
     moderator = ModeratorSettings(model="tiny-llama-guard", kind="generative", threshold=0.0)

@@ -11,7 +11,7 @@ from conftest import row
 from typer.testing import CliRunner
 
 from flows.cli import app
-from moviegen.catalog import validate_catalog
+from moviegen.catalog.check import validate_catalog
 from moviegen.presets import channel_presets, styles
 from moviegen.safety import PolicyError, load_policies, load_policy, prompt_gate, screen_catalog
 from moviegen.safety.text import TermIndex, find_pii, variants

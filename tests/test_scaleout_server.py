@@ -26,9 +26,9 @@ import pytest
 from cluster import BIN, LocalCluster
 from conftest import row
 
-from moviegen.catalog import write_catalog
+from moviegen.catalog.schema import write_catalog
 from moviegen.costs import TIMINGS_SCHEMA
-from moviegen.publish import MANIFEST_SCHEMA, OutputRoot, sha256_file
+from moviegen.store import MANIFEST_SCHEMA, OutputRoot, sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -250,7 +250,7 @@ def test_a_failing_shard_is_retried_then_reported(cluster):
     from flows.fan_out import run_shards
     from moviegen.config import ScaleOutSettings
     from moviegen.costs import CostModel
-    from moviegen.shards import ShardLayout, WorkItem, plan_shards
+    from moviegen.run.shards import ShardLayout, WorkItem, plan_shards
 
     c, paths = cluster
     item = WorkItem(0, "test-camp", "ghost", "tiny-wan", ("tiny",), 1.0, 0.0)

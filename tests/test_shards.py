@@ -8,15 +8,16 @@ from dataclasses import replace
 import pytest
 from conftest import row
 
-from moviegen.catalog import read_catalog, validate_catalog, write_catalog
+from moviegen.catalog.check import validate_catalog
+from moviegen.catalog.schema import read_catalog, write_catalog
 from moviegen.config import Settings
 from moviegen.costs import CostModel
-from moviegen.generate import grouping_batch_size
+from moviegen.generation.generate import grouping_batch_size
 from moviegen.models.registry import resolve_model
-from moviegen.pipeline import CampaignPlan, generation_request
 from moviegen.presets import channel_presets, styles
-from moviegen.publish import OutputRoot
-from moviegen.shards import (
+from moviegen.records import CampaignPlan
+from moviegen.run.planning import generation_request
+from moviegen.run.shards import (
     CATALOG_ROW,
     ShardOutcome,
     ShardResult,
@@ -28,6 +29,7 @@ from moviegen.shards import (
     write_shard_catalogs,
 )
 from moviegen.spec import ClipPlan, ClipSpec
+from moviegen.store import OutputRoot
 
 MODELS = ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b", "tiny-wan"]
 CHANNELS = [("youtube",), ("tiktok", "instagram_reels"), ("x",), ("youtube", "youtube_shorts", "linkedin")]

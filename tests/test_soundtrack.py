@@ -11,17 +11,18 @@ import pytest
 
 from moviegen.assets import fetch_asset
 from moviegen.config import AudioSettings
-from moviegen.generate import pick_device
-from moviegen.media import ffmpeg_binary, ffprobe_binary, write_master
-from moviegen.presets import builtin_channels, styles
-from moviegen.render import RenditionSpec, render_rendition
-from moviegen.soundtrack import (
+from moviegen.generation.device import pick_device
+from moviegen.generation.soundtrack import (
     AudioModelError,
     audio_request,
     compose_bed,
     generate_soundtracks,
     resolve_audio_model,
 )
+from moviegen.media import ffmpeg_binary, ffprobe_binary, write_master
+from moviegen.presets import builtin_channels, styles
+from moviegen.render.encode import render_rendition
+from moviegen.render.spec import RenditionSpec
 
 CPU = pick_device("cpu")
 

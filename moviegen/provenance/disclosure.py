@@ -13,16 +13,14 @@ plain data, and ``label_layer`` the text layer the render pass draws last, over 
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 from typing import Any
 
-import yaml
 from PIL import ImageColor
 from pydantic import BaseModel, ConfigDict, Field
 
-from moviegen.config import ChannelProvenance, LabelPosition, LabelSettings, ProvenanceSettings
-from moviegen.overlays import TextLayer
+from moviegen.config import ChannelProvenance, LabelPosition, LabelSettings, ProvenanceSettings, disclosure_data
 from moviegen.provenance.common import TRAINED_ALGORITHMIC_MEDIA
+from moviegen.render.overlays import TextLayer
 
 MIN_LABEL_PX = 16  # smaller text is not legible on a phone
 
@@ -41,20 +39,15 @@ class Platform(BaseModel):
 
 
 @cache
-def _disclosure_data() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("moviegen.data").joinpath("disclosure.yaml").read_text(encoding="utf-8"))
-
-
-@cache
 def platforms() -> dict[str, Platform]:
     """The platforms in ``moviegen/data/disclosure.yaml``, by name."""
-    return {name: Platform(**spec) for name, spec in _disclosure_data()["platforms"].items()}
+    return {name: Platform(**spec) for name, spec in disclosure_data()["platforms"].items()}
 
 
 def channel_provenance(channel: str, settings: ProvenanceSettings | None = None) -> ChannelProvenance:
     """A channel's platform and label overrides: the shipped defaults updated with ``provenance.channels``."""
     settings = settings or ProvenanceSettings()
-    builtin = ChannelProvenance(**_disclosure_data()["channels"].get(channel, {}))
+    builtin = ChannelProvenance(**disclosure_data()["channels"].get(channel, {}))
     user = settings.channels.get(channel)
     if user is None:
         return builtin

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from moviegen.config import ModeratorSettings
-from moviegen.generate import ModelLoadError, check_safe_weights, pick_device, quiet_loading_bars
+from moviegen.generation.device import ModelLoadError, pick_device
+from moviegen.generation.loading import check_safe_weights, quiet_loading_bars
 from moviegen.models.tiny import local_location
 from moviegen.safety.policy import COMBINED_FIELDS
 from moviegen.safety.prompt import Finding, PromptVerdict

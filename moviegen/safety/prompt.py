@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from moviegen.catalog import CatalogValidation
+from moviegen.catalog.check import CatalogValidation
 from moviegen.safety.policy import COMBINED_FIELDS, CombinationRule, Policy, PolicySet, zero_tolerance
 from moviegen.safety.text import Occurrence, TermHit, TermIndex, canonical, find_pii
 from moviegen.spec import ClipSpec, Problem

@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from moviegen.media import run_ffmpeg
-from moviegen.publish import OutputRoot, utc_now
 from moviegen.safety.policy import Policy
+from moviegen.store import OutputRoot, utc_now
 
 SCORES_SCHEMA = pa.schema(
     [

@@ -18,7 +18,6 @@ since an audio prompt usually describes ambience or effects ("waves, gulls") tha
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 import warnings
@@ -30,12 +29,11 @@ from typing import Any
 import numpy as np
 
 from moviegen.assets import Asset, fetch_asset
-from moviegen.generate import Device, device_lock, from_pretrained, location_revision
+from moviegen.generation.device import Device, device_lock
+from moviegen.generation.loading import from_pretrained, location_revision
 from moviegen.media import run_ffmpeg
 from moviegen.models.tiny import TINY_PREFIX, local_location
 from moviegen.spec import stable_hash
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,6 +132,7 @@ def soundtrack_path(work_dir: Path, request: AudioRequest) -> Path:
 
 
 _pipes: dict[tuple[str, str, str], Any] = {}
+
 _pipes_lock = threading.Lock()
 
 

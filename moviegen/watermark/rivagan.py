@@ -29,14 +29,16 @@ from pathlib import Path
 import numpy as np
 
 DATA_BITS = 32
+
 KERNEL = 11
+
 PAD = KERNEL // 2
+
 LINF = 0.016  # RivaGAN's residual bound in [-1, 1] units (``frames + linf_max * tanh(...)``)
+
 BN_EPSILON = 1e-5  # PyTorch's BatchNorm3d default, as exported
+
 OPSET = 13  # Softmax-free graph, ReduceSum with axes as an input, ReduceMean with an axes attribute
-
-
-# 1. Reading the shipped .onnx files (protobuf wire format) --------------------------------------
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -93,9 +95,6 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
     if not out:
         raise ValueError(f"{path}: no float initializers found")
     return out
-
-
-# 2. Writing ONNX (protobuf wire format) ---------------------------------------------------------
 
 
 def _key(number: int, wire: int) -> bytes:
@@ -223,9 +222,8 @@ def separable(weight: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     return vertical.astype(np.float32), np.ascontiguousarray(horizontal, dtype=np.float32)
 
 
-# 3. The graphs ----------------------------------------------------------------------------------
-
 _FRAME = ("frame", ["batch", 3, "height", "width"])
+
 _BITS = ["batch", DATA_BITS]
 
 

@@ -28,10 +28,12 @@ from moviegen.config import ProvenanceSettings
 from moviegen.media import MediaError, StreamInfo, ffprobe_binary, probe
 from moviegen.presets import ChannelPreset
 from moviegen.provenance import ProvenanceCheck, check_provenance
-from moviegen.watermark import GateResult, delivery_gate
+from moviegen.watermark.readback import GateResult, delivery_gate
 
 PROFILES = {"baseline": ("Baseline", "Constrained Baseline"), "main": ("Main",), "high": ("High",)}
+
 BITRATE_TOLERANCE = 1.02  # container overhead and rounding in the probed average
+
 AUDIO_SLACK_S = 0.05  # AAC codes 1024-sample frames: the track may end up to one frame past the video
 
 

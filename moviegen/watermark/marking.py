@@ -27,23 +27,19 @@ from pathlib import Path
 import numpy as np
 
 from moviegen.media import probe, read_frames, write_master
-from moviegen.render import RenditionSpec
-from moviegen.watermark import (
-    WATERMARK_VERSION,
-    Placement,
-    Watermarker,
-    default_watermarker,
-    payload_for,
-    payload_hex,
-    watermark_placement,
-)
+from moviegen.render.spec import RenditionSpec
+from moviegen.watermark.model import Watermarker, default_watermarker
+from moviegen.watermark.payload import WATERMARK_VERSION, payload_for, payload_hex
+from moviegen.watermark.placement import Placement, watermark_placement
 
 # Frames per processor call in the render path: a 16 -> 30 fps rendition gives about 17 distinct
 # frames per call, and each embed call spends a trial embed on its bit weights (16 or more keeps
 # that under a tenth of the cost). 32 frames of 1080x1920 are 190 MiB per rendition in flight.
 BATCH_FRAMES = 32
+
 # Style parameters that leave a master's mark alone: they change timing or text, not the picture's pixels.
 MARK_NEUTRAL_LOOK = frozenset({"speed", "extend", "font", "scaler"})
+
 MASTER_CHANNEL = "master"  # payload_for(clip_key, "master"): one payload for every channel of the clip
 
 
@@ -142,6 +138,7 @@ class WatermarkProcessor:
 
 
 _master_locks: dict[Path, threading.Lock] = {}
+
 _master_locks_guard = threading.Lock()
 
 

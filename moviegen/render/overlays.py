@@ -35,10 +35,12 @@ from moviegen.presets import SafeZone
 log = logging.getLogger(__name__)
 
 Position = Literal["top", "center", "bottom", "top_left", "top_right", "bottom_left", "bottom_right"]
+
 Weight = Literal["regular", "bold"]
 
 # Preferred families, best first; any other "Noto Sans <script>" family comes right after Noto Sans.
 FONT_FAMILIES = ("Noto Sans", "DejaVu Sans", "Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Micro Hei")
+
 FONT_PACKAGES = (
     "fonts-noto-core (Latin, Greek, Cyrillic, Arabic, Hebrew, Indic, Thai) "
     "and fonts-wqy-microhei or fonts-noto-cjk (Chinese, Japanese, Korean)"
@@ -95,9 +97,6 @@ class Placed:
     image: Image.Image
     x: int
     y: int
-
-
-# 1. Fonts ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -243,9 +242,6 @@ def font_identity(layer: TextLayer) -> str:
     """What font a layer will be drawn with, for rendition keys (file name and size)."""
     path, index, _ = font_for(layer.text, layer)
     return f"{Path(path).name}#{index}:{Path(path).stat().st_size}"
-
-
-# 2. Layout --------------------------------------------------------------------------------------
 
 
 def _complex_script(text: str) -> bool:
@@ -408,9 +404,6 @@ def render_image(
         image.putalpha(alpha)
     x, y = _place(position, image.size, box)
     return Placed(image, x, y)
-
-
-# 3. Into the filter graph -----------------------------------------------------------------------
 
 
 def time_window(start_s: float, end_s: float | None) -> str | None:

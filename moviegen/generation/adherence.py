@@ -20,14 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from moviegen.generate import (
-    Device,
-    ModelLoadError,
-    check_safe_weights,
-    device_lock,
-    location_revision,
-    quiet_loading_bars,
-)
+from moviegen.generation.device import Device, ModelLoadError, device_lock
+from moviegen.generation.loading import check_safe_weights, location_revision, quiet_loading_bars
 from moviegen.models.tiny import local_location
 
 SCORER_MODELS = {
@@ -130,6 +124,7 @@ def _embeddings(output: Any) -> Any:
 
 
 _scorers: dict[tuple[str, str, str], ClipScorer] = {}
+
 _scorers_lock = threading.Lock()
 
 

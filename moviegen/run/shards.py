@@ -29,29 +29,23 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from moviegen.catalog import CatalogValidation, read_catalog
+from moviegen.catalog.check import CatalogValidation
+from moviegen.catalog.schema import read_catalog
 from moviegen.config import Settings
 from moviegen.costs import CostModel, RenderSizing, render_workers_for
 from moviegen.models.registry import resolve_for_task, resolve_model
-from moviegen.pipeline import (
-    CampaignPlan,
-    Master,
-    Rendition,
-    RunContext,
-    _jsonable_row,
-    clip_problem,
-    generation_request,
-)
 from moviegen.presets import ChannelPreset
-from moviegen.publish import OutputRoot, utc_now
+from moviegen.records import CampaignPlan, Master, Rendition
+from moviegen.run.context import RunContext
+from moviegen.run.masters import clip_problem
+from moviegen.run.planning import generation_request
+from moviegen.run.summary import _jsonable_row
 from moviegen.spec import ClipPlan, ClipSpec, Problem
+from moviegen.store import OutputRoot, utc_now
 
 # The column a shard catalog adds: each row's number in the campaign's catalog, so problems found
 # on a worker name the row the user wrote.
 CATALOG_ROW = "catalog_row"
-
-
-# 1. Price the work ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -115,9 +109,6 @@ def render_sizing(items: Sequence[WorkItem], cores: int) -> RenderSizing | None:
         return None
     cpu_per_rendition = sum(i.render_cpu_s for i in items) / renditions if renditions else 0.0
     return render_workers_for(cores, gpu_s / len(items), renditions / len(items), cpu_per_rendition)
-
-
-# 2. Balance shards ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -239,9 +230,6 @@ def plan_shards(
     return ShardLayout(workers=workers or count, shards=[s for s in layout if s.items])
 
 
-# 3. Shard catalogs: the rows a shard makes, as Parquet under the output root ----------------------
-
-
 def shard_parts(run_id: str, shard_id: str, suffix: str) -> tuple[str, ...]:
     return ("runs", run_id, "shards", f"{shard_id}.{suffix}")
 
@@ -294,9 +282,6 @@ def restore_catalog_rows(validation: CatalogValidation, catalog_uri: str) -> Cat
     ]
     problems = [replace(p, row=rows[p.row]) if p.row is not None else p for p in validation.problems]
     return CatalogValidation(rows=validation.rows, specs=specs, problems=problems)
-
-
-# 4. Shard results: what a shard did, as JSON beside its catalog ---------------------------------
 
 
 @dataclass
@@ -396,9 +381,6 @@ def write_shard_result(result: ShardResult, out: OutputRoot) -> str:
 def read_shard_result(out: OutputRoot, run_id: str, shard_id: str) -> ShardResult | None:
     data = out.read_json(*shard_parts(run_id, shard_id, "json"))
     return ShardResult.from_json(data) if data else None
-
-
-# 5. Gather: the shards' records as one run's masters and renditions -----------------------------
 
 
 @dataclass

@@ -1,136 +1,44 @@
-"""The campaign catalog: its explicit Parquet schema, reading, and row-by-row validation.
-
-Validation never stops at the first problem: every problem is reported with its row (counted
-from 0, as in pandas and pyarrow), clip_id, column and what to do, and the valid rows go on.
-``catalogs/README.md`` documents the same columns for people.
-"""
+"""Row checks: every problem names the row, the column and what to do; good rows still go through."""
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from moviegen.assets import UriPolicy, check_uri
+from moviegen.catalog.schema import (
+    ANCHOR_NAMES,
+    COLUMNS,
+    COLUMNS_BY_NAME,
+    CONTROL_CHARS,
+    HASHTAG_PATTERN,
+    ID_PATTERN,
+    LOGO_POSITIONS,
+    LOOK_CHOICES,
+    LOOK_NUMBERS,
+    MAX_BEST_OF,
+    MAX_CAPTION_CHARS,
+    MAX_DURATION_S,
+    MAX_LORAS,
+    MAX_PROMPT_CHARS,
+    MAX_TITLE_CHARS,
+    MAX_URI_CHARS,
+    MIN_DURATION_S,
+    MIN_EDIT_STRENGTH,
+    Column,
+    default_seed,
+    shortened,
+)
 from moviegen.config import MAX_LORA_SCALE, MIN_LORA_SCALE
 from moviegen.models.registry import ASPECTS, UnknownModelError, resolve_for_task, resolve_model
 from moviegen.presets import ROW_LOOK_FIELDS, ChannelPreset, builtin_luts
-from moviegen.redact import redact_text, redact_uri
+from moviegen.redact import redact_uri
 from moviegen.spec import ClipSpec, Problem
-
-# Used with fullmatch: "$" alone would also accept a trailing newline ("clip\n" is no slug).
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-HASHTAG_PATTERN = re.compile(r"\w{1,100}")
-# C0/C1 control characters other than tab and newline, and Unicode bidi overrides.
-CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-MAX_PROMPT_CHARS = 2000
-MAX_CAPTION_CHARS = 2200  # the longest caption a supported platform takes (TikTok)
-MIN_DURATION_S, MAX_DURATION_S = 0.5, 60.0
-MAX_TITLE_CHARS = 100
-MAX_URI_CHARS = 2000
-LOGO_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right")
-ANCHOR_NAMES = ("center", "top", "bottom", "left", "right")
-# Look columns: (low, high) for numbers, allowed names for choices; the same bounds as Style's fields.
-LOOK_NUMBERS = {
-    "brightness": (-1.0, 1.0),
-    "contrast": (0.0, 3.0),
-    "saturation": (0.0, 3.0),
-    "gamma": (0.1, 3.0),
-    "vignette": (0.0, 1.0),
-    "grain": (0.0, 1.0),
-    "speed": (0.25, 4.0),
-}
-LOOK_CHOICES = {"motion": ("duplicate", "blend", "interpolate"), "extend": ("loop", "hold")}
-MIN_EDIT_STRENGTH = 0.05
-MAX_BEST_OF = 8
-MAX_LORAS = 4
-# A catalog is text and links; bigger than this is a mistake or an attack (a decompression bomb).
-MAX_CATALOG_ROWS = 1_000_000
-MAX_CATALOG_BYTES = 1 << 30
-
-
-@dataclass(frozen=True)
-class Column:
-    """One catalog column: its Parquet type, whether it is required, its default and its meaning."""
-
-    name: str
-    type: pa.DataType
-    required: bool
-    default: Any
-    doc: str
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("campaign_id", pa.string(), True, None, "Campaign slug: letters, digits, - and _ (max 64)."),
-    Column("clip_id", pa.string(), True, None, "Clip slug, unique within its campaign."),
-    Column("prompt", pa.string(), True, None, f"What to generate (1-{MAX_PROMPT_CHARS} characters)."),
-    Column("channels", pa.list_(pa.string()), True, None, "Channel preset names (`moviegen channels`)."),
-    Column("negative_prompt", pa.string(), False, "", "What to keep out of the video."),
-    Column("duration_s", pa.float64(), False, 3.0, f"Seconds, {MIN_DURATION_S}-{MAX_DURATION_S}."),
-    Column("seed", pa.int64(), False, None, "0-4294967295; default derived from campaign_id and clip_id."),
-    Column("model", pa.string(), False, None, "Registry name, hub id or local folder; default from config."),
-    Column("style", pa.string(), False, "none", "Named look (`moviegen channels --styles`): warm, cinematic, ..."),
-    Column("caption", pa.string(), False, "", f"Post text and burned-in caption (max {MAX_CAPTION_CHARS})."),
-    Column("hashtags", pa.list_(pa.string()), False, (), "Hashtags without '#'."),
-    Column("aspect", pa.string(), False, "16:9", "Aspect of the generated master: " + ", ".join(ASPECTS)),
-    Column("steps", pa.int32(), False, None, "Denoising steps (1-200); default from the model."),
-    Column("guidance", pa.float32(), False, None, "Guidance scale (0-30); default from the model."),
-    # Rendition columns: what is burned in, brand and sound, framing, and the row's own look.
-    Column("title", pa.string(), False, "", f"Large title at the top for the first seconds (max {MAX_TITLE_CHARS})."),
-    Column("cta", pa.string(), False, "", f"Call to action on an end card, last 1.5 s (max {MAX_TITLE_CHARS})."),
-    Column("logo_uri", pa.string(), False, None, "Logo image (PNG, JPEG, WebP): a path or URL."),
-    Column("logo_position", pa.string(), False, "top_right", "Logo corner: " + ", ".join(LOGO_POSITIONS) + "."),
-    Column("music_uri", pa.string(), False, None, "Music bed (MP3, WAV, M4A, OGG, FLAC): a path or URL; else silence."),
-    Column("fit", pa.string(), False, None, "crop (fill the frame) or pad (all, over a blur); default per channel."),
-    Column("anchor", pa.string(), False, None, "What a crop keeps: " + ", ".join(ANCHOR_NAMES) + "; default center."),
-    Column("lut", pa.string(), False, None, "A shipped LUT (teal_orange, film_fade, sepia) or a .cube path or URL."),
-    Column("brightness", pa.float64(), False, None, "-1 to 1 (0 = unchanged); replaces the style's value."),
-    Column("contrast", pa.float64(), False, None, "0 to 3 (1 = unchanged)."),
-    Column("saturation", pa.float64(), False, None, "0 to 3 (1 = unchanged, 0 = black and white)."),
-    Column("gamma", pa.float64(), False, None, "0.1 to 3 (1 = unchanged)."),
-    Column("vignette", pa.float64(), False, None, "Darkened corners, 0 (none) to 1 (strong)."),
-    Column("grain", pa.float64(), False, None, "Film grain, 0 (none) to 1 (heavy)."),
-    Column("speed", pa.float64(), False, None, "Playback speed, 0.25 to 4 (0.5 = half speed)."),
-    Column("motion", pa.string(), False, None, "Frame-rate conversion: duplicate, blend, interpolate (slow)."),
-    Column("extend", pa.string(), False, None, "Clip shorter than duration_s: loop, or hold the last frame."),
-    # Generation beyond text-to-video: personalisation, edits, soundtrack, prompt adherence.
-    Column(
-        "reference_image", pa.string(), False, None,
-        "Image-to-video: the video starts from this image (a product shot, a mascot); PNG, JPEG, WebP path or URL.",
-    ),
-    Column(
-        "source_video", pa.string(), False, None,
-        "Video-to-video: edit this clip (MP4, MOV, MKV, WebM path or URL); the prompt describes the result.",
-    ),
-    Column(
-        "edit_strength", pa.float64(), False, None,
-        f"With source_video: how far the edit may move from the clip, {MIN_EDIT_STRENGTH:g}-1 (default 0.6).",
-    ),
-    Column("audio_prompt", pa.string(), False, "", "A soundtrack to generate (text-to-audio), mixed under the video."),
-    Column(
-        "loras", pa.list_(pa.struct([("uri", pa.string()), ("scale", pa.float64())])), False, (),
-        f"LoRA adapters (.safetensors path or URL, scale {MIN_LORA_SCALE:g} to {MAX_LORA_SCALE:g}, default 1) "
-        "applied after generation.loras; a list of {uri, scale} or of URIs.",
-    ),
-    Column(
-        "best_of", pa.int32(), False, 1,
-        f"Generate 1-{MAX_BEST_OF} candidates (seed, seed+1, ...) and keep the one that best matches the prompt.",
-    ),
-)  # fmt: skip
-COLUMNS_BY_NAME = {c.name: c for c in COLUMNS}
-CATALOG_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=not c.required) for c in COLUMNS])
-
-
-class CatalogReadError(Exception):
-    """The catalog cannot be read at all (exit status 2)."""
 
 
 @dataclass
@@ -146,63 +54,6 @@ class CatalogValidation:
     def fatal(self) -> bool:
         """True when nothing can run because the catalog as a whole is unusable."""
         return any(p.row is None for p in self.problems) and not self.specs
-
-
-def read_catalog(uri: str) -> pa.Table:
-    """Read a Parquet catalog from a local path or fsspec URL.
-
-    Raises CatalogReadError (never a raw pyarrow or fsspec error) when the file is missing, is not
-    Parquet, is truncated, or is larger than MAX_CATALOG_ROWS rows / MAX_CATALOG_BYTES uncompressed.
-    Messages show the URI without its credentials.
-    """
-    shown = redact_uri(uri)
-    try:
-        with fsspec.open(uri, "rb") as f:
-            parquet = pq.ParquetFile(f)
-            meta = parquet.metadata
-            if meta.num_rows > MAX_CATALOG_ROWS:
-                raise CatalogReadError(
-                    f"catalog {shown} has {meta.num_rows} rows; split it into catalogs of at most {MAX_CATALOG_ROWS}"
-                )
-            size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-            if size > MAX_CATALOG_BYTES:
-                raise CatalogReadError(
-                    f"catalog {shown} holds {size // 2**20} MiB of data; a catalog holds text and links, at most "
-                    f"{MAX_CATALOG_BYTES // 2**20} MiB: keep media in files the rows link to"
-                )
-            return parquet.read()
-    except CatalogReadError:
-        raise
-    except FileNotFoundError:
-        raise CatalogReadError(f"catalog {shown} does not exist: check the path or URL") from None
-    except IsADirectoryError:
-        raise CatalogReadError(f"catalog {shown} is a folder: name one Parquet file") from None
-    except ImportError as exc:
-        raise CatalogReadError(f"catalog {shown} needs a driver that is not installed ({exc})") from None
-    except (pa.ArrowException, OSError, ValueError, TypeError, EOFError, MemoryError, IndexError) as exc:
-        reason = redact_text(_clip(" ".join(str(exc).split()), 200))
-        raise CatalogReadError(
-            f"catalog {shown} is not a readable Parquet file ({type(exc).__name__}: {reason}); write it with "
-            "pandas.DataFrame.to_parquet or pyarrow.parquet.write_table"
-        ) from None
-
-
-def write_catalog(rows: Iterable[dict[str, Any]], path: str) -> None:
-    """Write catalog rows with the explicit schema (unknown keys are kept as extra columns)."""
-    rows = list(rows)
-    extra = sorted({k for r in rows for k in r} - set(COLUMNS_BY_NAME))
-    present = [c for c in CATALOG_SCHEMA if any(c.name in r for r in rows) or not c.nullable]
-    table = pa.Table.from_pylist(rows, schema=pa.schema(present))
-    for name in extra:
-        table = table.append_column(name, pa.array([r.get(name) for r in rows]))
-    with fsspec.open(path, "wb") as f:
-        pq.write_table(table, f)
-
-
-def default_seed(campaign_id: str, clip_id: str) -> int:
-    """A stable seed per clip when the catalog gives none."""
-    digest = hashlib.sha256(f"{campaign_id}/{clip_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
 
 
 def validate_catalog(
@@ -259,8 +110,8 @@ def validate_catalog(
     for i in range(table.num_rows):
         # Problems name the row's ids even when they are invalid (control characters made visible).
         raw_clip, raw_campaign = data["clip_id"][i], data["campaign_id"][i]
-        clip_id = _clip(raw_clip, 80) if isinstance(raw_clip, str) else None
-        campaign_id = _clip(raw_campaign, 80) if isinstance(raw_campaign, str) else None
+        clip_id = shortened(raw_clip, 80) if isinstance(raw_clip, str) else None
+        campaign_id = shortened(raw_campaign, 80) if isinstance(raw_campaign, str) else None
         values: dict[str, Any] = {}
         row_problems: list[Problem] = []
         for col in COLUMNS:
@@ -343,7 +194,7 @@ def _column_values(column: pa.ChunkedArray, name: str, rows: int) -> tuple[list[
     try:
         return column.to_pylist(), None
     except (pa.ArrowException, ValueError, OverflowError, TypeError, KeyError) as exc:
-        reason = f"{type(exc).__name__}: {_clip(str(exc), 120)}"
+        reason = f"{type(exc).__name__}: {shortened(str(exc), 120)}"
     if known is None:
         try:
             return column.cast(pa.string()).to_pylist(), None
@@ -354,6 +205,7 @@ def _column_values(column: pa.ChunkedArray, name: str, rows: int) -> tuple[list[
 
 
 _Check = Callable[[Any, Column], tuple[Any, str | None, str]]
+
 _OK = ""
 
 
@@ -385,7 +237,7 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
             return (
                 None,
                 (
-                    f"{col.name} {_clip(raw)!r} is not a slug: use 1-64 letters, digits, '-' or '_', "
+                    f"{col.name} {shortened(raw)!r} is not a slug: use 1-64 letters, digits, '-' or '_', "
                     "starting with a letter or digit"
                 ),
                 "slug",
@@ -408,13 +260,13 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
                 if allowed is not None and item not in allowed:
                     return (
                         None,
-                        (f"unknown {col.name[:-1]} {_clip(item)!r}: use one of {_names(allowed)}"),
+                        (f"unknown {col.name[:-1]} {shortened(item)!r}: use one of {_names(allowed)}"),
                         f"unknown_{col.name[:-1]}",
                     )
                 if allowed is None:
                     item = item.lstrip("#")
                     if not HASHTAG_PATTERN.fullmatch(item):
-                        return None, f"hashtag {_clip(item)!r} must be one word of letters, digits or _", "hashtag"
+                        return None, f"hashtag {shortened(item)!r} must be one word of letters, digits or _", "hashtag"
                 if item not in items:
                     items.append(item)
             if required and not items:
@@ -446,7 +298,11 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
             if not isinstance(raw, str):
                 return None, f"{col.name} must be text, got {_describe(raw)}", "type"
             if raw.strip() not in allowed:
-                return None, f"unknown {col.name} {_clip(raw)!r}: use one of {_names(allowed)}", f"unknown_{col.name}"
+                return (
+                    None,
+                    f"unknown {col.name} {shortened(raw)!r}: use one of {_names(allowed)}",
+                    f"unknown_{col.name}",
+                )
             return raw.strip(), None, _OK
 
         return check
@@ -472,7 +328,7 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
             value = entry["uri"].strip()
             problem = check_uri(value, "lora", policy)
             if problem:
-                return None, f"{col.name}[{i}] {_clip(redact_uri(value), 60)!r}: {problem}", "uri"
+                return None, f"{col.name}[{i}] {shortened(redact_uri(value), 60)!r}: {problem}", "uri"
             adapters.append((value, float(scale)))
         return tuple(adapters), None, _OK
 
@@ -489,7 +345,7 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
             problem = check_uri(value, kind, policy)  # type: ignore[arg-type]
             if problem:
                 hint = f" (or one of {_names(named)})" if named else ""
-                return None, f"{col.name} {_clip(redact_uri(value), 60)!r}: {problem}{hint}", "uri"
+                return None, f"{col.name} {shortened(redact_uri(value), 60)!r}: {problem}{hint}", "uri"
             return value, None, _OK
 
         return check
@@ -618,12 +474,7 @@ def _describe(value: Any) -> str:
         dict: "a mapping",
         bytes: "bytes",
     }.get(type(value), type(value).__name__)
-    return f"{kind} {_clip(repr(value))}"
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    text = CONTROL_CHARS.sub("?", str(text))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{kind} {shortened(repr(value))}"
 
 
 def _names(allowed: set[str] | None) -> str:

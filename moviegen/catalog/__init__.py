@@ -1,0 +1,1 @@
+"""Catalog stage: the Parquet schema, reading and writing catalogs, and the row checks."""

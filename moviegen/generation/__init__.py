@@ -1,0 +1,1 @@
+"""Generation stage: devices, model loading and caching, GPU options, batches, conditioning, soundtrack, adherence."""

@@ -1,0 +1,1 @@
+"""Watermark stage: RivaGAN graphs, payloads, embedding, read-back, placement and the master marking."""
