@@ -23,7 +23,7 @@ a 15-minute lease; ``--json`` is rewritten after each, so a run cut short keeps 
     .venv/bin/python benchmarks/bench_gpu.py --smoke [--json FILE] [--only default,batch-2]
 
 Only torch, transformers, tokenizers, accelerate, numpy, pillow, pyyaml and the carried wheels
-(diffusers, pydantic, pydantic-settings and their needs) are imported: moviegen.generate,
+(diffusers, pydantic, pydantic-settings and their needs) are imported: moviegen.generation,
 moviegen.models.* and moviegen.config need nothing else at import time.
 """
 

@@ -7,7 +7,7 @@ Problem: at 4 steps a 5 s clip is about 7 GPU-seconds on an H200, while each of 
 render, watermark embed, provenance and delivery gate take CPU seconds. If a worker's cores cannot
 make a clip's renditions while its GPU makes the next clip, the GPU waits.
 Solution: make the tiny model's master of a 5 s clip (tiny-wan, 4 steps, through moviegen), then
-each channel's rendition stage by stage as ``moviegen.pipeline.make_final`` does, and measure the
+each channel's rendition stage by stage as ``moviegen.run.renditions.make_final`` does, and measure the
 process CPU time of each stage, this process and its children (ffmpeg, exiftool) apart:
 
     render       one ffmpeg pass: decode, filter graph (fit, grade, label), H.264 encode (children)

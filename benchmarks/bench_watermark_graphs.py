@@ -1,4 +1,4 @@
-"""RivaGAN graph benchmark: the shipped 3-D ONNX graphs against moviegen.rivagan's 2-D rebuilds.
+"""RivaGAN graph benchmark: the shipped 3-D ONNX graphs against moviegen.watermark.rivagan's 2-D rebuilds.
 
 Problem: the encoder and decoder at the working size are most of the watermark's cost; the shipped
 graphs run 3-D convolutions over a time axis of length 1. Measured side by side (interleaved rounds,

@@ -13,7 +13,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -46,12 +46,17 @@ class Executor(StrEnum):
     deployments = "deployments"
 
 
+def fail(message: str) -> NoReturn:
+    """Print one error line (markup in ``message`` is shown as text) and exit 2: the CLI's usage-error exit."""
+    console.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(2)
+
+
 def _settings(config: Path | None, **overrides) -> Settings:
     try:
         return load_settings(config, **overrides)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
 
 
 def _policies(settings: Settings) -> PolicySet:
@@ -59,8 +64,7 @@ def _policies(settings: Settings) -> PolicySet:
     try:
         return load_policies(settings.safety.policy, settings.safety.campaign_policies)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
 
 
 def _moderator_line(summary: dict | None) -> str:
@@ -85,8 +89,7 @@ def _signer(settings: Settings) -> None:
         load_signing_identity(settings.provenance)
         check_trust_anchors(settings.provenance)
     except ProvenanceError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -145,8 +148,7 @@ def run(
     try:
         read_catalog(catalog)  # fail fast, before the Prefect API starts
     except CatalogReadError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     _quiet_prefect(verbose)
     if executor is Executor.deployments:
         _check_deployment(settings)
@@ -172,18 +174,16 @@ def run(
                 prune=prune,
             )
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     except RuntimeError as exc:
         if "ephemeral Prefect API" not in str(exc):
             raise
-        console.print(
-            "[red]error:[/red] the built-in Prefect API did not start in time "
+        fail(
+            "the built-in Prefect API did not start in time "
             f"({os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS')} s); nothing ran. On a busy "
             "machine raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start `prefect server start` "
             "and set PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
-        raise typer.Exit(2) from None
     if json_output:
         stdout.print_json(json.dumps(result))
     else:
@@ -200,23 +200,20 @@ def _check_deployment(settings: Settings) -> None:
     api = get_current_settings().api.url
     name = settings.scaleout.deployment
     if not api:
-        console.print(
-            "[red]error:[/red] --executor deployments needs a Prefect server: set PREFECT_API_URL "
+        fail(
+            "--executor deployments needs a Prefect server: set PREFECT_API_URL "
             "(e.g. http://127.0.0.1:4200/api) and deploy deployments/prefect.yaml (see docs); or use --executor local"
         )
-        raise typer.Exit(2)
     try:
         with get_client(sync_client=True) as client:
             client.read_deployment_by_name(name)
     except ObjectNotFound:
-        console.print(
-            f"[red]error:[/red] the Prefect server at {api} has no deployment {name!r}: run "
+        fail(
+            f"the Prefect server at {api} has no deployment {name!r}: run "
             "`prefect deploy --prefect-file deployments/prefect.yaml --all` from the project folder"
         )
-        raise typer.Exit(2) from None
     except Exception as exc:
-        console.print(f"[red]error:[/red] cannot reach the Prefect server at {api}: {exc}")
-        raise typer.Exit(2) from None
+        fail(f"cannot reach the Prefect server at {api}: {exc}")
 
 
 def _print_summary(result: dict) -> None:
@@ -287,26 +284,23 @@ def status(
     root = OutputRoot(settings.out)
     runs = run_ids(root)
     if not runs:
-        console.print(
-            f"[red]error:[/red] no runs under {escape(settings.out)}/runs/: run `moviegen run CATALOG --out "
-            f"{escape(settings.out)}` "
+        fail(
+            f"no runs under {settings.out}/runs/: run `moviegen run CATALOG --out "
+            f"{settings.out}` "
             "first, or pass the --out of an earlier run (preview runs are under <out>/preview)"
         )
-        raise typer.Exit(2)
     chosen = run_id or runs[-1]
     try:
         result = read_run(root, chosen) if chosen in runs else None
     except (UnsafePathError, ValueError) as exc:
-        console.print(f"[red]error:[/red] cannot read run {escape(chosen)}: {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(f"cannot read run {chosen}: {exc}")
     if result is None:
         latest = ", ".join(reversed(runs[-5:]))
-        console.print(
-            f"[red]error:[/red] no run {escape(repr(chosen))} under {escape(settings.out)}/runs/; "
+        fail(
+            f"no run {chosen!r} under {settings.out}/runs/; "
             f"the latest are: {latest} "
             "(`moviegen status` alone shows the latest)"
         )
-        raise typer.Exit(2)
     if json_output:
         stdout.print_json(json.dumps(result))
     else:
@@ -351,8 +345,7 @@ def plan(
     try:
         validation = check_catalog(catalog, settings, policies).validation  # the verdict run and validate give
     except CatalogReadError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     presets = channel_presets(settings.channels)
     cost = load_cost_model(OutputRoot(settings.out), device)
     items = [work_item(spec, spec.channels, settings, presets, cost) for spec in validation.specs]
@@ -470,9 +463,8 @@ def validate(
                     }
                 )
             )
-        else:
-            console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+            raise typer.Exit(2) from None
+        fail(str(exc))
     result = screening.validation
     if json_output:
         payload = {"rows": result.rows, "valid": len(result.specs), "problems": [p.to_json() for p in result.problems]}
@@ -506,17 +498,14 @@ def verify(
 
     settings = _settings(config, out=out)
     if not file.is_file():
-        console.print(f"[red]error:[/red] {escape(str(file))} does not exist: pass the path of a video file")
-        raise typer.Exit(2)
+        fail(f"{file} does not exist: pass the path of a video file")
     try:
         found = identify(file, OutputRoot(settings.out))
         result = {"watermark": found.to_json(), **_provenance_sections(file, settings)}
     except MediaError as exc:
-        console.print(f"[red]error:[/red] cannot read {escape(str(file))} as a video: {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(f"cannot read {file} as a video: {exc}")
     except ProvenanceError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     if json_output:
         stdout.print_json(json.dumps(result))
     else:
@@ -593,8 +582,7 @@ def channels(
     try:
         presets, looks = channel_presets(settings.channels), styles(settings.styles)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     items = looks if list_styles else presets
     if json_output:
         stdout.print_json(json.dumps({name: item.model_dump() for name, item in items.items()}))
@@ -655,8 +643,7 @@ def signer(
     try:
         identity = load_signing_identity(settings.provenance)
     except ProvenanceError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     info = {
         "development": identity.development,
         "subject": identity.subject,

@@ -1,6 +1,9 @@
 """Run configuration: defaults < config file (YAML or TOML) < ``MOVIEGEN_*`` environment variables.
 
 Nested keys use ``__`` in the environment, e.g. ``MOVIEGEN_GENERATION__BATCH_SIZE=2``.
+
+Over 500 lines on purpose: every setting, its default, its limits and its validation in one module,
+which is what a user reads to configure a run.
 """
 
 from __future__ import annotations

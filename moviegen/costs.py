@@ -11,7 +11,7 @@ the output root). The cost of a clip is modelled as
 
 per model and device kind, fitted to those records (least squares; a prior from published
 figures until a model has records). Renditions cost per output pixel-frame the same way. The
-shard planner (``moviegen.shards``) balances shards with the same numbers ``moviegen plan``
+shard planner (``moviegen.run.shards``) balances shards with the same numbers ``moviegen plan``
 prints, so the estimate and the schedule cannot disagree.
 """
 

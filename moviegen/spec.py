@@ -30,7 +30,7 @@ class ClipSpec:
     aspect: str = "16:9"
     steps: int | None = None
     guidance: float | None = None
-    # Rendition columns (see moviegen/render.py): text, brand, sound, framing and the row's own look.
+    # Rendition columns (see moviegen/render/): text, brand, sound, framing and the row's own look.
     title: str = ""
     cta: str = ""
     logo_uri: str | None = None
@@ -99,7 +99,7 @@ class ClipPlan:
     scorer: str | None = None
     # Pixel-affecting pipeline options (PipelineOptions.identity()), empty by default.
     options: tuple[tuple[str, str], ...] = ()
-    audio: Any = None  # moviegen.soundtrack.AudioRequest when the row has an audio_prompt
+    audio: Any = None  # moviegen.generation.soundtrack.AudioRequest when the row has an audio_prompt
     loras: tuple[LoraAdapter, ...] = ()  # configuration's then row's adapters, fetched (by content)
 
     @property

@@ -1,6 +1,6 @@
 """Prefect tasks: thin wrappers around ``moviegen`` stages adding names, tags, retries and timeouts.
 
-No business logic lives here: each task body is one call into ``moviegen.pipeline``.
+No business logic lives here: each task body is one call into ``moviegen.run``.
 Idempotency comes from clip and rendition keys, not from Prefect's cache, so caching is off.
 """
 

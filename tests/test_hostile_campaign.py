@@ -119,3 +119,17 @@ def test_hostile_rows_beside_good_ones_in_a_real_campaign(tmp_path, tiny_model):
                 texts.append(str(pq.read_table(path).to_pylist()))
     for secret in (*SECRETS, "alice:"):
         assert not [t[max(0, t.find(secret) - 80) : t.find(secret) + 40] for t in texts if secret in t], secret
+
+    # 5. validate and plan give the run's verdict before generation (schema, input policy, prompt
+    # gate) on every row: one function (moviegen.run.screening.check_catalog) for all three.
+    checks = {}
+    for command, extra in (("validate", []), ("plan", ["--out", str(out)])):
+        done = subprocess.run(
+            [MOVIEGEN, command, str(catalog), "--config", str(config), "--json", *extra],
+            capture_output=True, text=True, cwd=parent, check=False,
+        )  # fmt: skip
+        checks[command] = json.loads(done.stdout)
+    refused_by_run = {r["row"] for r in rejected if r["stage"] in ("schema", "prompt")}
+    assert {p["row"] for p in checks["validate"]["problems"]} == refused_by_run
+    assert checks["validate"]["valid"] == checks["plan"]["valid"] == report["valid_rows"]
+    assert checks["plan"]["problems"] == len(refused_by_run)

@@ -40,7 +40,7 @@ ADAPT_RANGE = (0.5, 4.0)  # weights stay within this
 
 _BATCH = 8  # frames per onnxruntime call: bounds memory at any working size
 
-# The graphs run as moviegen.rivagan rebuilds them (2-D convolutions, same weights). The encoder's
+# The graphs run as moviegen.watermark.rivagan rebuilds them (2-D convolutions, same weights). The encoder's
 # 32-to-32 attention convolution is replaced by a rank-ENCODER_RANK separable pair (about 76% of its
 # arithmetic; the residual keeps its bit margins); the decoder stays exact (DECODER_RANK None), since
 # its logits decide delivery and verification.
