@@ -24,8 +24,9 @@ from moviegen.safety.policy import (
     load_policies,
     load_policy,
 )
-from moviegen.safety.prompt import PromptGate, PromptScreening, PromptVerdict, prompt_gate, screen_catalog
+from moviegen.safety.prompt import PromptGate, PromptScreening, prompt_gate, screen_catalog
 from moviegen.safety.quarantine import SCORES_SCHEMA, quarantine_clip, record_scores, score_row
+from moviegen.safety.verdict import PromptVerdict
 
 __all__ = [
     "SCORES_SCHEMA",

@@ -33,7 +33,7 @@ from moviegen.generation.device import ModelLoadError, pick_device
 from moviegen.generation.loading import check_safe_weights, quiet_loading_bars
 from moviegen.models.tiny import local_location
 from moviegen.safety.policy import COMBINED_FIELDS
-from moviegen.safety.prompt import Finding, PromptVerdict
+from moviegen.safety.verdict import Finding, PromptVerdict
 from moviegen.spec import ClipSpec
 
 MODERATOR_MODELS = {

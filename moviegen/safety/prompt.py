@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
 from moviegen.catalog.check import CatalogValidation
+from moviegen.safety.moderator import Moderation
 from moviegen.safety.policy import COMBINED_FIELDS, CombinationRule, Policy, PolicySet, zero_tolerance
 from moviegen.safety.text import Occurrence, TermHit, TermIndex, canonical, find_pii
-from moviegen.spec import ClipSpec, Problem
-
-if TYPE_CHECKING:  # the moderator module imports this one
-    from moviegen.safety.moderator import Moderation
+from moviegen.safety.verdict import Finding, PromptVerdict
+from moviegen.spec import ClipSpec
 
 CLASSIFIER = "alt-profanity-check"
 # Denied-term categories no negation ("no", "without") or allowed phrase can excuse.
@@ -32,47 +31,6 @@ _PII_LABELS = {
     "street_address": "a street address",
     "url": "a URL",
 }
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One reason a field blocks its row."""
-
-    field: str
-    rule: str
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class PromptVerdict:
-    """The prompt gate's outcome for one row: why it is blocked (nothing when it passes) and its scores."""
-
-    spec: ClipSpec
-    policy: Policy
-    findings: list[Finding]
-    scores: dict[str, Any]
-
-    @property
-    def passed(self) -> bool:
-        return not self.findings
-
-    def problems(self) -> list[Problem]:
-        """The findings as Problems of stage ``prompt`` (the contract of ``moviegen validate``)."""
-        spec = self.spec
-        return [
-            Problem(
-                spec.row,
-                spec.clip_id,
-                f.field,
-                "prompt",
-                f.rule,
-                f.message,
-                spec.campaign_id,
-                {**f.details, "policy": self.policy.name, "policy_digest": self.policy.digest, "scores": self.scores},
-            )
-            for f in self.findings
-        ]
 
 
 _classifier_lock = threading.Lock()
