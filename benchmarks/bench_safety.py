@@ -42,15 +42,22 @@ CATEGORY_OF = {
     "violence_gore": "graphic_violence",
     "graphic_violence": "graphic_violence",
     "bodily_harm": "graphic_violence",
+    "body_injured": "graphic_violence",
     "mass_violence": "mass_violence",
     "mass_violence_scene": "mass_violence",
     "lined_up_and_shot": "mass_violence",
     "killed_by_hand": "mass_violence",
+    "armed_in_public": "mass_violence",
     "self_harm": "self_harm",
     "self_injury": "self_harm",
+    "self_injury_cutting": "self_harm",
+    "self_injury_burning": "self_harm",
     "hate": "hate",
     "hate_dehumanising": "hate",
+    "hate_exclusion": "hate",
+    "extremism_glorified": "hate",
     "drugs": "drugs",
+    "drug_sale": "drugs",
 }
 
 
@@ -76,6 +83,8 @@ def bench_prompt_eval() -> dict[str, dict]:
     figures: dict[str, dict] = {}
     for split in ("dev", "heldout"):
         part = [r for r in rows if r["split"] == split]
+        if not part:  # no held-out split until a fresh one is written
+            continue
         verdicts = gate.check([ClipSpec(i, "eval", f"e{i}", r["text"], ("youtube",)) for i, r in enumerate(part)])
         labels = sorted({r["category"] for r in part} - {"safe_hard_negative"})
         per: dict[str, dict] = {}
