@@ -5,7 +5,7 @@ rendition made from a 16 fps master repeats almost every other frame, so embeddi
 the graph hands over pays about twice for the same pixels. A mark embedded once into the master
 would be cheaper still, but survives only renditions that scale the whole picture and leave its
 colours alone.
-Solution: ``plan_watermark`` decides, per clip, with ``watermark.watermark_placement`` (geometry)
+Solution: ``plan_watermark`` decides, per clip, with ``watermark.placement.watermark_placement`` (geometry)
 and the renditions' looks (a grade or an effect applied after a master mark would weaken it),
 whether the mark goes into the master (``mark_master``, once per clip) or into each rendition's
 frames between its filter graph and its single encode (``WatermarkProcessor``). The processor
