@@ -20,7 +20,6 @@ from moviegen.report.records import (
     FAILED,
     MAX_STRIPS,
     NOT_MADE,
-    PUBLISHED,
     QUARANTINED,
     REJECTED,
     STRIP_FRAMES,
@@ -30,7 +29,7 @@ from moviegen.report.records import (
     read_run_rows,
     run_counts,
 )
-from moviegen.store import OutputRoot
+from moviegen.store import PUBLISHED, OutputRoot
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from moviegen.catalog.check import CatalogValidation
 from moviegen.progress import STAGES
 from moviegen.records import CampaignPlan, Master, Rendition
 from moviegen.spec import Problem
-from moviegen.store import OutputRoot
+from moviegen.store import PUBLISHED, OutputRoot
 
-# Clip and rendition statuses, in the order the report lists them.
-PUBLISHED, ALREADY, QUARANTINED, REJECTED, FAILED, NOT_MADE = (
-    "published",
+# Clip and rendition statuses, in the order the report lists them. "published" is the manifest's own
+# status (store.PUBLISHED): one word, one meaning.
+ALREADY, QUARANTINED, REJECTED, FAILED, NOT_MADE = (
     "already_published",
     "quarantined",
     "rejected",
