@@ -19,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from moviegen.layout import LabelPosition
+
 TINY_MODEL_ID = "moviegen/tiny-wan"
 
 
@@ -148,9 +150,6 @@ class AdherenceSettings(BaseModel):
     min_score: float | None = Field(
         None, ge=0.0, le=100.0, description="Hold back clips whose best CLIP score is lower (none: record only)."
     )
-
-
-LabelPosition = Literal["top_left", "top_right", "bottom_left", "bottom_right", "top", "bottom"]
 
 
 class LabelSettings(BaseModel):

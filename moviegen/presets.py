@@ -21,9 +21,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from moviegen.config import ConfigError
+from moviegen.layout import Anchor
 
 Fit = Literal["crop", "pad"]
-Anchor = Literal["center", "top", "bottom", "left", "right"]
 Motion = Literal["duplicate", "blend", "interpolate"]
 Extend = Literal["loop", "hold"]
 Scaler = Literal["lanczos", "bicubic", "bilinear", "neighbor"]

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moviegen.config import MAX_LORA_SCALE, MIN_LORA_SCALE
+from moviegen.layout import ANCHOR_NAMES, CORNERS
 from moviegen.models.registry import ASPECTS
 from moviegen.redact import redact_text, redact_uri
 from moviegen.spec import DEFAULT_EDIT_STRENGTH
@@ -35,9 +36,8 @@ MAX_TITLE_CHARS = 100
 
 MAX_URI_CHARS = 2000
 
-LOGO_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right")
+LOGO_POSITIONS = CORNERS
 
-ANCHOR_NAMES = ("center", "top", "bottom", "left", "right")
 
 # Look columns: (low, high) for numbers, allowed names for choices; the same bounds as Style's fields.
 LOOK_NUMBERS = {

@@ -18,7 +18,8 @@ from typing import Any
 from PIL import ImageColor
 from pydantic import BaseModel, ConfigDict, Field
 
-from moviegen.config import ChannelProvenance, LabelPosition, LabelSettings, ProvenanceSettings, disclosure_data
+from moviegen.config import ChannelProvenance, LabelSettings, ProvenanceSettings, disclosure_data
+from moviegen.layout import LabelPosition
 from moviegen.provenance.common import TRAINED_ALGORITHMIC_MEDIA
 from moviegen.render.overlays import TextLayer
 

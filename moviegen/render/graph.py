@@ -12,10 +12,11 @@ from typing import Any
 import ffmpeg
 
 from moviegen.assets import Asset
+from moviegen.layout import ANCHORS
 from moviegen.media import StreamInfo, ffmpeg_binary
 from moviegen.presets import ChannelPreset, Style
 from moviegen.render.overlays import draw_text, overlay_image, render_image, time_window
-from moviegen.render.spec import ANCHORS, RenditionSpec
+from moviegen.render.spec import RenditionSpec
 
 
 def rate(fps: float) -> str:

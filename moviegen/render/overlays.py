@@ -30,11 +30,11 @@ from typing import Any, Literal
 import ffmpeg
 from PIL import Image, ImageColor, ImageDraw, ImageFont, features
 
+from moviegen.layout import TextPosition as Position
 from moviegen.presets import SafeZone
 
 log = logging.getLogger(__name__)
 
-Position = Literal["top", "center", "bottom", "top_left", "top_right", "bottom_left", "bottom_right"]
 
 Weight = Literal["regular", "bold"]
 

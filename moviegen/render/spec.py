@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from moviegen.assets import Asset, AssetError, fetch_asset, local_asset
+from moviegen.layout import Corner
 from moviegen.media import ffmpeg_binary
 from moviegen.presets import ChannelPreset, Style, builtin_luts
 from moviegen.render.overlays import FontError, TextLayer, font_identity
@@ -20,10 +21,6 @@ from moviegen.spec import ClipSpec, stable_hash
 
 # Bump when the graph changes in a way that changes bytes for the same inputs.
 RENDER_VERSION = 2
-
-Corner = Literal["top_left", "top_right", "bottom_left", "bottom_right"]
-
-ANCHORS = {"center": (0.5, 0.5), "top": (0.5, 0.0), "bottom": (0.5, 1.0), "left": (0.0, 0.5), "right": (1.0, 0.5)}
 
 
 class FrameProcessor(Protocol):
