@@ -45,22 +45,23 @@ def nth(n: int):
 def arm(point: str) -> None:
     import fsspec.implementations.local as local
 
-    from moviegen import pipeline, reliability
+    from moviegen.generation import resilient
+    from moviegen.run import renditions
     from moviegen.store import OutputRoot
 
     stage, _, count = point.partition(":")
     hit = nth(int(count or 1))
     if stage == "generate":
-        real_generate = reliability.generate_batch
+        real_generate = resilient.generate_batch
 
         def generate(*args: Any, **kwargs: Any) -> Any:
             if hit():
                 die()
             return real_generate(*args, **kwargs)
 
-        reliability.generate_batch = generate
+        resilient.generate_batch = generate
     elif stage == "render":
-        real_render = pipeline.render_rendition
+        real_render = renditions.render_rendition
 
         def render_rendition(master: Path, spec: Any, out_path: Path, *rest: Any, **kwargs: Any) -> Any:
             if not hit():
@@ -77,7 +78,7 @@ def arm(point: str) -> None:
             real_render(master, spec, out_path, *rest, **kwargs)
             die()  # ffmpeg finished before the watcher looked: still killed before publishing
 
-        pipeline.render_rendition = render_rendition
+        renditions.render_rendition = render_rendition
     elif stage == "publish":
         real_mv = local.LocalFileSystem.mv
 
@@ -108,7 +109,6 @@ def arm(point: str) -> None:
         OutputRoot.write_bytes = write_bytes
     elif stage != "none":
         raise SystemExit(f"unknown kill point {point!r}")
-    del pipeline  # imported so that every wrapped module is loaded before the run starts
 
 
 def main() -> None:
