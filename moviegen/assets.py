@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
-import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from urllib.parse import urlsplit
 import fsspec
 
 from moviegen.config import DEFAULT_INPUT_SCHEMES
-from moviegen.media import ffprobe_binary
+from moviegen.media import MediaError, ffprobe_binary, ffprobe_json
 from moviegen.redact import redact_text, redact_uri
 
 AssetKind = Literal["logo", "music", "lut", "image", "video", "lora"]
@@ -293,18 +291,12 @@ def read_cube_size(path: Path, uri: str = "") -> int:
 
 def _ffprobe_format(path: Path, needed_by: str, unreadable: str) -> dict:
     """ffprobe's format and streams of a fetched file as JSON, or an AssetError saying what is wrong."""
-    ffprobe = ffprobe_binary()
-    if ffprobe is None:
+    if ffprobe_binary() is None:
         raise AssetError(f"{needed_by} need ffprobe (install the ffmpeg package)")
-    proc = subprocess.run(
-        [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", f"file:{path}"],
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    if proc.returncode != 0:
-        raise AssetError(f"{unreadable}: {proc.stderr.decode(errors='replace')[-200:]}")
-    return json.loads(proc.stdout)
+    try:
+        return ffprobe_json(path)
+    except MediaError as exc:
+        raise AssetError(f"{unreadable}: {str(exc)[-200:]}") from None
 
 
 def _probe_video_format(path: Path, uri: str) -> str:

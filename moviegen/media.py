@@ -1,4 +1,4 @@
-"""ffmpeg plumbing: find the binaries, write lossless masters, probe files, read frames.
+"""ffmpeg plumbing: find the binaries, write lossless masters, probe files (the one ffprobe place), read frames.
 
 The system ffmpeg is used when present (Debian's package brings ffprobe too); otherwise the
 binary bundled with imageio-ffmpeg, with probing done by parsing ``ffmpeg -i``.
@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,24 +136,43 @@ class StreamInfo:
         return self.audio_codec is not None
 
 
+PROBE_TIMEOUT_S = 300  # counting frames decodes the file: minutes for a long 4K upload, never hours
+
+
+def ffprobe_json(path: Path, *, count_frames: bool = False, packets: bool = False) -> dict[str, Any]:
+    """ffprobe's streams and format of a file as JSON (and, with ``packets``, each packet's flags).
+
+    The one place ffprobe runs. Raises MediaError when ffprobe is missing, fails or hangs; the
+    ``file:`` prefix keeps a name with a colon from being read as a protocol.
+    """
+    ffprobe = ffprobe_binary()
+    if ffprobe is None:
+        raise MediaError("probing needs ffprobe: install the ffmpeg package")
+    counting = ["-count_frames"] if count_frames else []
+    packet_flags = ["-show_entries", "packet=stream_index,flags"] if packets else []
+    cmd = [ffprobe, "-v", "error", *counting, "-show_streams", "-show_format", *packet_flags, "-of", "json"]
+    try:
+        proc = subprocess.run([*cmd, f"file:{path}"], capture_output=True, check=False, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"probing {path.name} took longer than {PROBE_TIMEOUT_S} s and was stopped") from None
+    if proc.returncode != 0:
+        raise MediaError(f"cannot probe {path}: {proc.stderr.decode(errors='replace').strip()[-300:]}")
+    return json.loads(proc.stdout)
+
+
 def probe(path: Path, *, count_frames: bool = True) -> StreamInfo:
     """Probe a media file (ffprobe when available, else parsing ``ffmpeg -i``).
 
     ``count_frames=False`` skips decoding the file to count frames (``frames`` is then the
     container's count, or 0 when it keeps none, as Matroska does).
     """
-    ffprobe = ffprobe_binary()
-    if ffprobe is None:
+    if ffprobe_binary() is None:
         return _probe_with_ffmpeg(path)
-    counting = ["-count_frames"] if count_frames else []
-    proc = subprocess.run(
-        [ffprobe, "-v", "error", *counting, "-show_streams", "-show_format", "-of", "json", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise MediaError(f"cannot probe {path}: {proc.stderr.decode(errors='replace').strip()}")
-    data = json.loads(proc.stdout)
+    return stream_info(ffprobe_json(path, count_frames=count_frames), path)
+
+
+def stream_info(data: dict[str, Any], path: Path) -> StreamInfo:
+    """The StreamInfo of ffprobe's JSON for ``path`` (which names the file in errors)."""
     video = next((s for s in data["streams"] if s["codec_type"] == "video"), None)
     if video is None:
         raise MediaError(f"{path} has no video stream")

@@ -17,15 +17,13 @@ check runs, so a refused rendition says everything that is wrong with it.
 from __future__ import annotations
 
 import itertools
-import json
 import struct
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from moviegen.config import ProvenanceSettings
-from moviegen.media import MediaError, StreamInfo, ffprobe_binary, probe
+from moviegen.media import StreamInfo, ffprobe_binary, ffprobe_json, probe, stream_info
 from moviegen.presets import ChannelPreset
 from moviegen.provenance import ProvenanceCheck, check_provenance
 from moviegen.watermark.readback import GateResult, delivery_gate
@@ -89,30 +87,11 @@ def mp4_boxes(path: Path) -> tuple[str, ...]:
 
 
 def inspect_rendition(path: Path) -> RenditionFacts:
-    """Probe a rendition for the delivery check (streams, packets' keyframe flags, MP4 boxes)."""
-    info = probe(path)
-    ffprobe = ffprobe_binary()
-    if ffprobe is None:
-        return RenditionFacts(info=info, boxes=mp4_boxes(path))
-    proc = subprocess.run(
-        [
-            ffprobe,
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_entries",
-            "packet=stream_index,flags",
-            "-of",
-            "json",
-            f"file:{path}",
-        ],
-        capture_output=True,
-        check=False,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        raise MediaError(f"cannot probe {path}: {proc.stderr.decode(errors='replace').strip()}")
-    data = json.loads(proc.stdout)
+    """Probe a rendition for the delivery check (streams, packets' keyframe flags, MP4 boxes), in one ffprobe pass."""
+    if ffprobe_binary() is None:
+        return RenditionFacts(info=probe(path), boxes=mp4_boxes(path))
+    data = ffprobe_json(path, count_frames=True, packets=True)
+    info = stream_info(data, path)
     streams = data.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video"), {})
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
