@@ -10,6 +10,9 @@ run as ``render-shard`` flow runs on the GPU work pool (see flows/fan_out.py and
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -18,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import ProgressTracker, publish_run_artifacts
 from flows.fan_out import generate_and_render, run_distributed
-from moviegen.config import load_settings
+from moviegen.config import Settings, load_settings
 from moviegen.redact import install_log_redaction
 from moviegen.run.context import start_run
 from moviegen.run.plain import BATCHES_IN_FLIGHT
@@ -31,6 +34,31 @@ from tasks import (
     record_timings_task,
     validate_catalog_task,
 )
+
+# Settings a caller in this process already loaded for the next campaign call (the CLI loads them to
+# fail fast before the Prefect API starts). Handed over in memory, never as a flow parameter: a
+# parameter is stored by the Prefect API, and settings may carry secrets.
+_HANDED_OVER: ContextVar[tuple[tuple[str | None, str | None, bool], Settings] | None] = ContextVar(
+    "moviegen_settings_handed_over", default=None
+)
+
+
+@contextmanager
+def settings_handed_over(settings: Settings, config: str | None, preview: bool) -> Iterator[None]:
+    """Within this block, a ``campaign`` call with this config, ``settings.out`` and preview uses ``settings``."""
+    token = _HANDED_OVER.set(((config or None, settings.out, preview), settings))
+    try:
+        yield
+    finally:
+        _HANDED_OVER.reset(token)
+
+
+def settings_for_run(config: str | None, out: str | None, preview: bool) -> Settings:
+    """The settings handed over for exactly these arguments, else loaded from ``config``: once per run."""
+    handed = _HANDED_OVER.get()
+    if handed is not None and handed[0] == (config, out, preview):
+        return handed[1]
+    return load_settings(config, out=out, preview=preview or None)
 
 
 @flow(name="campaign", task_runner=ThreadPoolTaskRunner(max_workers=BATCHES_IN_FLIGHT), log_prints=False)
@@ -56,7 +84,7 @@ def campaign(
         raise ValueError(f"catalog {catalog!r} is not a catalog URI: pass the Parquet catalog's path or URL")
     # A deployment parameter left empty (an unset {{ $VAR }} in prefect.yaml) means "not given".
     config, out = config or None, out or None
-    settings = load_settings(config, out=out, preview=preview or None)
+    settings = settings_for_run(config, out, preview)
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # also when a worker runs the flow
         install_log_redaction(logging.getLogger(name))
     ctx = start_run(settings, run_id)

@@ -152,7 +152,7 @@ def run(
     _quiet_prefect(verbose)
     if executor is Executor.deployments:
         _check_deployment(settings)
-    from flows.campaign import campaign  # imports Prefect: only now that a run really starts
+    from flows.campaign import campaign, settings_handed_over  # imports Prefect: only now that a run starts
 
     bar = Progress(
         TextColumn("{task.description:>11}"),
@@ -164,11 +164,12 @@ def run(
         disable=json_output or (not console.is_terminal and not verbose),
     )
     try:
-        with bar, progress_events.listening(_RichProgress(bar)):
+        config_uri = str(config) if config else None
+        with bar, progress_events.listening(_RichProgress(bar)), settings_handed_over(settings, config_uri, preview):
             result = campaign(
                 catalog=catalog,
                 out=settings.out,
-                config=str(config) if config else None,
+                config=config_uri,
                 preview=preview,
                 executor=executor.value,
                 prune=prune,

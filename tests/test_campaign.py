@@ -29,8 +29,10 @@ def published_files(out: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, prefect_api, tiny_model):
     """One real campaign flow run, shared by the checks below."""
-    from flows.campaign import campaign
+    import flows.campaign
+    from flows.campaign import campaign, settings_handed_over
     from moviegen.catalog.schema import write_catalog
+    from moviegen.config import load_settings
 
     base = tmp_path_factory.mktemp("campaign")
     catalog = base / "catalog.parquet"
@@ -53,11 +55,39 @@ def first_run(tmp_path_factory, prefect_api, tiny_model):
             with lock:
                 inside["now"] -= 1
 
+    # As `moviegen run` does: the caller loads the settings once and hands them to the flow.
+    settings, loads_in_flow = load_settings(str(config), out=str(out)), []
+
+    def load_in_flow(*args, **kwargs):
+        loads_in_flow.append(args)
+        return load_settings(*args, **kwargs)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("moviegen.run.renditions._render_and_publish", counted)
-        result = campaign(catalog=str(catalog), out=str(out), config=str(config))
+        patch.setattr(flows.campaign, "load_settings", load_in_flow)
+        with settings_handed_over(settings, str(config), preview=False):
+            result = campaign(catalog=str(catalog), out=settings.out, config=str(config))
     result["most_renditions_at_once"] = inside["most"]
+    result["settings_loaded_in_flow"] = len(loads_in_flow)
     return catalog, config, out, result
+
+
+def test_settings_are_loaded_once_per_run(first_run):
+    """The flow ran on the settings its caller loaded (in memory, not as a stored flow parameter)."""
+    *_, result = first_run
+    assert result["settings_loaded_in_flow"] == 0
+
+
+def test_a_flow_called_without_handed_over_settings_loads_its_own(tmp_path, fast_config):
+    from flows.campaign import settings_for_run, settings_handed_over
+    from moviegen.config import load_settings
+
+    handed = load_settings(str(fast_config), out=str(tmp_path / "a"))
+    with settings_handed_over(handed, str(fast_config), preview=False):
+        assert settings_for_run(str(fast_config), handed.out, False) is handed
+        other = settings_for_run(str(fast_config), str(tmp_path / "b"), False)  # another output: not the hand-over
+    assert other is not handed and other.out.endswith("/b")
+    assert settings_for_run(str(fast_config), handed.out, False) is not handed  # after the block
 
 
 def test_every_valid_row_and_channel_is_published(first_run):
