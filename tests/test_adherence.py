@@ -58,8 +58,10 @@ def test_best_candidate_prefers_similarity_and_the_rows_own_seed_on_ties():
 
 
 def test_unknown_scorer_says_what_to_use(tmp_path):
-    with pytest.raises(ScorerError, match="tiny-clip"):
+    with pytest.raises(ScorerError, match=r"no config\.json"):
         resolve_scorer(str(tmp_path))
+    with pytest.raises(ScorerError, match="tiny-clip"):
+        resolve_scorer("not a model")
     assert resolve_scorer("clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
 
 

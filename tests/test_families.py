@@ -11,7 +11,7 @@ import torch
 
 from moviegen.generation.conditioning import load_reference_image, read_source_clip
 from moviegen.generation.device import pick_device
-from moviegen.generation.generate import generate_batch
+from moviegen.generation.generate import call_arguments, generate_batch
 from moviegen.generation.loading import PipelineCache
 from moviegen.models.registry import MODELS, UnknownModelError, resolve_for_task, resolve_model
 from moviegen.models.tiny import TINY_BUILDS, ensure_tiny_model
@@ -150,3 +150,22 @@ def test_ltx_and_cogvideox_generate_on_their_tiny_builds(model, task, photo, rea
     clips = generate_batch(pipe, [a, b], CPU)
     assert [c.frames.shape for c in clips] == [(9, 64, 96, 3)] * 2
     assert not np.array_equal(clips[0].frames, clips[1].frames)  # each clip keeps its own seed
+
+
+def test_each_family_passes_its_own_call_arguments(cache_dir, tiny_model):
+    """LTX gets its frame rate, and decode noise only when its VAE is timestep-conditioned; Wan gets neither."""
+    ltx = PipelineCache().get(resolve_model("tiny-ltx"), CPU, cache_dir)
+    t2v = request("t2v", seed=1, fps=24)
+    assert call_arguments(ltx, t2v) == {"num_frames": t2v.num_frames, "frame_rate": 24}
+    ltx.vae.register_to_config(timestep_conditioning=True)  # as LTX-Video 0.9.1+ checkpoints are saved
+    try:
+        assert call_arguments(ltx, t2v) == {
+            "num_frames": t2v.num_frames,
+            "frame_rate": 24,
+            "decode_timestep": 0.05,
+            "decode_noise_scale": 0.025,
+        }
+    finally:
+        ltx.vae.register_to_config(timestep_conditioning=False)
+    wan = PipelineCache().get(resolve_model("tiny-wan"), CPU, cache_dir)
+    assert call_arguments(wan, t2v) == {"num_frames": t2v.num_frames}

@@ -12,16 +12,20 @@ built offline, for tests: its scores are random but its code path is the real on
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from moviegen.generation.device import Device, ModelLoadError, device_lock
-from moviegen.generation.loading import check_safe_weights, location_revision, quiet_loading_bars
+from moviegen.generation.device import Device, device_lock
+from moviegen.generation.loading import (
+    loaded_models,
+    location_revision,
+    pretrained_processor,
+    transformers_from_pretrained,
+)
+from moviegen.models.locations import resolve_location
 from moviegen.models.tiny import local_location
 
 SCORER_MODELS = {
@@ -37,17 +41,8 @@ class ScorerError(ValueError):
 
 def resolve_scorer(value: str) -> str:
     """The scorer's location: a registry name's hub id or tiny id, a local folder, or a hub id as given."""
-    value = value.strip()
-    if value in SCORER_MODELS:
-        return SCORER_MODELS[value]
-    if value in SCORER_MODELS.values() or (value.count("/") == 1 and not Path(value).exists()):
-        return value
-    path = Path(os.path.expanduser(value))
-    if path.is_dir() and (path / "config.json").is_file():
-        return str(path.resolve())
-    raise ScorerError(
-        f"unknown adherence model {value!r}: use one of {', '.join(sorted(SCORER_MODELS))}, a hub id of a CLIP "
-        "model, or a local folder holding a CLIP model and processor (save_pretrained)"
+    return resolve_location(
+        value, SCORER_MODELS, what="adherence model", holds="a CLIP model and its processor", error=ScorerError
     )
 
 
@@ -123,34 +118,19 @@ def _embeddings(output: Any) -> Any:
     return output
 
 
-_scorers: dict[tuple[str, str, str], ClipScorer] = {}
-
-_scorers_lock = threading.Lock()
-
-
 def load_scorer(value: str, device: Device, cache_dir: Path, allow_pickle: bool = False) -> ClipScorer:
     """The CLIP scorer named by ``adherence.model``, loaded once per process and device."""
-    from transformers import AutoProcessor, CLIPModel
-
     location = resolve_scorer(value)
-    key = (location, device.name, device.dtype_name)
-    with _scorers_lock:
-        if key not in _scorers:
-            folder = local_location(location, cache_dir)
-            check_safe_weights(value, folder, allow_pickle)
-            quiet_loading_bars()
-            try:
-                model = CLIPModel.from_pretrained(folder, dtype=device.dtype, use_safetensors=not allow_pickle)
-                processor = AutoProcessor.from_pretrained(folder)
-            except OSError as exc:
-                offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-                hint = "download it first (`hf download " + location + "`)" if not Path(folder).exists() else ""
-                if offline and not Path(folder).exists():
-                    hint = f"the hub is offline (HF_HUB_OFFLINE): {hint}"
-                raise ModelLoadError(f"cannot load adherence model {value!r} from {folder}: {exc}. {hint}") from exc
-            model.to(device.name).eval()
-            _scorers[key] = ClipScorer(model, processor, device, value)
-        return _scorers[key]
+
+    def load() -> ClipScorer:
+        from transformers import AutoProcessor, CLIPModel
+
+        folder = local_location(location, cache_dir)
+        model = transformers_from_pretrained(CLIPModel, value, folder, device, allow_pickle)
+        processor = pretrained_processor(AutoProcessor, value, folder)
+        return ClipScorer(model.to(device.name), processor, device, value)
+
+    return loaded_models().get(("clip", location, device.name, device.dtype_name), load)
 
 
 def best_candidate(scores: list[AdherenceScore]) -> int:

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from moviegen.generation.device import Device, device_lock
-from moviegen.generation.options import _step_cache_usable, enable_step_cache
-from moviegen.models.registry import ModelRef
+from moviegen.generation.options import enable_step_cache, step_cache_usable
+from moviegen.models.registry import ModelRef, family_of_pipeline
 from moviegen.spec import DEFAULT_EDIT_STRENGTH, GenerationRequest
 
 # Clips per pipeline call with ``batch_size: auto`` on the tiny built-in models: batches of 4 made
@@ -82,10 +82,9 @@ def call_arguments(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
         kwargs["image"] = load_reference_image(Path(request.reference_path), size)
     if "frame_rate" in accepted and request.fps:
         kwargs["frame_rate"] = request.fps
-    vae_config = getattr(getattr(pipe, "vae", None), "config", None)
-    if "decode_timestep" in accepted and getattr(vae_config, "timestep_conditioning", False):
-        # LTX-Video 0.9.1+ decodes with a little noise: the values its model card recommends.
-        kwargs.update(decode_timestep=0.05, decode_noise_scale=0.025)
+    family = family_of_pipeline(type(pipe).__name__)
+    if family is not None:
+        kwargs.update({k: v for k, v in family.call_options(pipe).items() if k in accepted})
     return kwargs
 
 
@@ -132,7 +131,7 @@ def generate_batch(pipe: Any, requests: list[GenerationRequest], device: Device)
     generator_device = "cpu" if device.name == "mps" else device.name
     generators = [torch.Generator(generator_device).manual_seed(r.seed) for r in requests]
     kwargs = call_arguments(pipe, first)
-    with device_lock(device), torch.inference_mode(), _step_cache_usable(pipe):
+    with device_lock(device), torch.inference_mode(), step_cache_usable(pipe):
         out = pipe(
             prompt=[r.prompt for r in requests],
             negative_prompt=[r.negative_prompt for r in requests],

@@ -7,10 +7,10 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from moviegen.generation.device import Device, ModelLoadError
 from moviegen.generation.options import (
@@ -27,6 +27,8 @@ from moviegen.spec import LoraAdapter
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
+
+T = TypeVar("T")
 
 
 class PipelineCache:
@@ -79,7 +81,34 @@ class PipelineCache:
             self._pipes.clear()
 
 
+class LoadedModels:
+    """Audio pipelines, CLIP scorers and moderators, each loaded at most once per process and key.
+
+    Video pipelines have their own cache (PipelineCache: options, adapters, derived pipelines);
+    everything else a run loads goes through here, so there is one rule for what is reused.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+        self.loads: Counter[str] = Counter()  # real loads per kind of model
+
+    def get(self, key: tuple[Any, ...], load: Callable[[], T]) -> T:
+        """The model stored under ``key`` (its first item names the kind), loading it on first use."""
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load()
+                self.loads[key[0]] += 1
+            return self._models[key]
+
+
 _process_cache = PipelineCache()
+_loaded_models = LoadedModels()
+
+
+def loaded_models() -> LoadedModels:
+    """The audio, CLIP and moderator models shared by everything in this process."""
+    return _loaded_models
 
 
 def process_pipeline_cache() -> PipelineCache:
@@ -121,11 +150,11 @@ def load_pipeline(ref: ModelRef, device: Device, cache_dir: Path, allow_pickle: 
 
     location = model_location(ref, cache_dir)
     extra: dict[str, Any] = {}
-    if ref.info.family.name == "wan" and device.dtype != torch.float32:
-        # Wan's VAE is numerically fragile in half precision; the reference setup keeps it in float32.
+    vae_class = ref.info.family.full_precision_vae
+    if vae_class and device.dtype != torch.float32:
         check_safe_weights(ref.requested, location, allow_pickle)
         with _tiny_model_warnings_hidden(ref.is_tiny), _load_errors(ref.requested, location):
-            extra["vae"] = diffusers.AutoencoderKLWan.from_pretrained(
+            extra["vae"] = getattr(diffusers, vae_class).from_pretrained(
                 location, subfolder="vae", dtype=torch.float32, use_safetensors=None if allow_pickle else True
             )
     return from_pretrained(ref.info.weights_class, ref.requested, location, device, allow_pickle, ref.is_tiny, **extra)
@@ -165,6 +194,30 @@ def from_pretrained(
         pipe = pipeline_cls.from_pretrained(location, **kwargs)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def transformers_from_pretrained(
+    model_class: Any, requested: str, location: str, device: Device, allow_pickle: bool
+) -> Any:
+    """Load a transformers model (CLIP, a guard model) the way ``from_pretrained`` loads a pipeline.
+
+    The same safe-weights rule, dtype and errors as the diffusers pipelines; left on the CPU in eval
+    mode for the caller to move.
+    """
+    check_safe_weights(requested, location, allow_pickle)
+    log.info("loading %s from %s (%s)", requested, location, device.dtype_name)
+    quiet_loading_bars()
+    with _load_errors(requested, location):
+        model = model_class.from_pretrained(
+            location, dtype=device.dtype, use_safetensors=None if allow_pickle else True
+        )
+    return model.eval()
+
+
+def pretrained_processor(processor_class: Any, requested: str, location: str) -> Any:
+    """A tokenizer or processor from the model's folder or hub id, with the loader's errors."""
+    with _load_errors(requested, location):
+        return processor_class.from_pretrained(location)
 
 
 @contextmanager

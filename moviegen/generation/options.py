@@ -246,7 +246,7 @@ def _group_offload_module(module: Any, device: Device) -> None:
 
 
 @contextmanager
-def _step_cache_usable(pipe: Any) -> Iterator[None]:
+def step_cache_usable(pipe: Any) -> Iterator[None]:
     """Pause the transformer's step cache for a pipeline that does not mark its denoiser calls.
 
     Cache hooks keep separate state for the conditional and unconditional passes, which the

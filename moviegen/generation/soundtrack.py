@@ -30,8 +30,9 @@ import numpy as np
 
 from moviegen.assets import Asset, fetch_asset
 from moviegen.generation.device import Device, device_lock
-from moviegen.generation.loading import from_pretrained, location_revision
+from moviegen.generation.loading import from_pretrained, loaded_models, location_revision
 from moviegen.media import run_ffmpeg
+from moviegen.models.locations import resolve_location
 from moviegen.models.tiny import TINY_PREFIX, local_location
 from moviegen.spec import stable_hash
 
@@ -75,20 +76,19 @@ class AudioModelError(ValueError):
 
 def resolve_audio_model(value: str) -> tuple[str, AudioModelInfo]:
     """(location for from_pretrained or a tiny id, defaults) for an ``audio.model`` value."""
-    value = value.strip()
-    for info in AUDIO_MODELS.values():
-        if value in (info.name, info.source):
-            return info.source, info
-    defaults = AUDIO_MODELS["stable-audio-open-1.0"]
-    path = Path(os.path.expanduser(value))
-    if path.is_dir():
-        return str(path.resolve()), AudioModelInfo(**{**asdict(defaults), "name": value, "source": value})
-    if value.count("/") == 1 and "audio" in value.lower():
-        return value, AudioModelInfo(**{**asdict(defaults), "name": value, "source": value})
-    raise AudioModelError(
-        f"unknown audio model {value!r}: use one of {', '.join(sorted(AUDIO_MODELS))}, a hub id of a "
-        "StableAudioPipeline model, or a local folder written by save_pretrained"
+    location = resolve_location(
+        value,
+        {info.name: info.source for info in AUDIO_MODELS.values()},
+        what="audio model",
+        holds="a StableAudioPipeline",
+        error=AudioModelError,
+        hub_id_allowed=lambda hub_id: "audio" in hub_id.lower(),  # a video model's id is a mistake, not a guess
     )
+    known = next((info for info in AUDIO_MODELS.values() if info.source == location), None)
+    if known is not None:
+        return location, known
+    defaults = AUDIO_MODELS["stable-audio-open-1.0"]
+    return location, AudioModelInfo(**{**asdict(defaults), "name": value.strip(), "source": value.strip()})
 
 
 @dataclass(frozen=True)
@@ -131,23 +131,18 @@ def soundtrack_path(work_dir: Path, request: AudioRequest) -> Path:
     return work_dir / "soundtracks" / f"{request.key}.wav"
 
 
-_pipes: dict[tuple[str, str, str], Any] = {}
-
-_pipes_lock = threading.Lock()
-
-
 def load_audio_pipeline(source: str, device: Device, cache_dir: Path, allow_pickle: bool = False) -> Any:
     """The audio pipeline for ``source``, loaded once per process and device."""
-    key = (source, device.name, device.dtype_name)
-    with _pipes_lock:
-        if key not in _pipes:
-            _, info = resolve_audio_model(source)
-            location = local_location(source, cache_dir)
-            pipe = from_pretrained(
-                info.pipeline_class, source, location, device, allow_pickle, tiny=source.startswith(TINY_PREFIX)
-            )
-            _pipes[key] = pipe.to(device.name)
-        return _pipes[key]
+
+    def load() -> Any:
+        _, info = resolve_audio_model(source)
+        location = local_location(source, cache_dir)
+        pipe = from_pretrained(
+            info.pipeline_class, source, location, device, allow_pickle, tiny=source.startswith(TINY_PREFIX)
+        )
+        return pipe.to(device.name)
+
+    return loaded_models().get(("audio", source, device.name, device.dtype_name), load)
 
 
 def max_seconds(pipe: Any) -> float:

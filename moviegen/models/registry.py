@@ -46,13 +46,26 @@ class ModelFamily:
     pipeline_class: str  # the family's text-to-video pipeline, exported by diffusers
     frames_multiple: int  # num_frames must be k * frames_multiple + 1
     size_multiple: int  # width and height must be multiples of this
-    max_sequence_length: int = 512
     pipelines: dict[str, dict[str, str]] = field(default_factory=dict)
-    # Extra keyword arguments of every pipeline call (LTX: how the VAE decodes).
-    call_options: tuple[tuple[str, Any], ...] = ()
+    # The family's quirks, owned here rather than checked by name where they bite:
+    # a VAE class kept in float32 when the rest runs in half precision (Wan's is numerically fragile);
+    full_precision_vae: str | None = None
+    # one checkpoint runs every task of the family (LTX-Video's weights also animate an image);
+    one_checkpoint: bool = False
+    # (decode_timestep, decode_noise_scale) for checkpoints whose VAE is timestep-conditioned
+    # (LTX-Video 0.9.1+ decodes with a little noise: its model card's values).
+    decode_noise: tuple[float, float] | None = None
 
     def tasks_of(self, pipeline_class: str) -> dict[str, str]:
         return self.pipelines.get(pipeline_class, {})
+
+    def call_options(self, pipe: Any) -> dict[str, Any]:
+        """This family's own keyword arguments of a call of ``pipe`` (one of its pipelines)."""
+        vae_config = getattr(getattr(pipe, "vae", None), "config", None)
+        if self.decode_noise and getattr(vae_config, "timestep_conditioning", False):
+            timestep, noise_scale = self.decode_noise
+            return {"decode_timestep": timestep, "decode_noise_scale": noise_scale}
+        return {}
 
 
 @dataclass(frozen=True)
@@ -105,21 +118,22 @@ WAN = ModelFamily(
         "WanPipeline": {"t2v": "WanPipeline", "v2v": "WanVideoToVideoPipeline"},
         "WanImageToVideoPipeline": {"i2v": "WanImageToVideoPipeline"},
     },
+    full_precision_vae="AutoencoderKLWan",
 )
 LTX = ModelFamily(
     "ltx",
     "LTXPipeline",
     frames_multiple=8,
     size_multiple=32,
-    max_sequence_length=128,
     pipelines={"LTXPipeline": {"t2v": "LTXPipeline", "i2v": "LTXImageToVideoPipeline"}},
+    one_checkpoint=True,
+    decode_noise=(0.05, 0.025),
 )
 COGVIDEOX = ModelFamily(
     "cogvideox",
     "CogVideoXPipeline",
     frames_multiple=4,
     size_multiple=16,
-    max_sequence_length=226,
     pipelines={
         "CogVideoXPipeline": {"t2v": "CogVideoXPipeline", "v2v": "CogVideoXVideoToVideoPipeline"},
         "CogVideoXImageToVideoPipeline": {"i2v": "CogVideoXImageToVideoPipeline"},
@@ -330,7 +344,15 @@ MODELS: dict[str, ModelInfo] = {
 }
 
 FAMILIES = {f.name: f for f in (WAN, LTX, COGVIDEOX)}
-_FAMILY_BY_PIPELINE = {cls: f for f in FAMILIES.values() for cls in f.pipelines}
+_FAMILY_BY_PIPELINE = {cls: f for f in FAMILIES.values() for cls in f.pipelines}  # what checkpoints are saved as
+_FAMILY_BY_TASK_PIPELINE = {
+    cls: f for f in FAMILIES.values() for tasks in f.pipelines.values() for cls in tasks.values()
+}
+
+
+def family_of_pipeline(pipeline_class: str) -> ModelFamily | None:
+    """The family a pipeline class (any task's) belongs to; None for a class no family has."""
+    return _FAMILY_BY_TASK_PIPELINE.get(pipeline_class)
 
 
 @dataclass(frozen=True)
@@ -393,8 +415,8 @@ def resolve_model(value: str) -> ModelRef:
         if family is not None:
             image = any(tag in lowered for tag in ("i2v", "image2video", "img2vid"))
             cls = next((c for c, tasks in family.pipelines.items() if ("i2v" in tasks) == image), family.pipeline_class)
-            if family is LTX:
-                cls = family.pipeline_class  # one LTX checkpoint runs both tasks
+            if family.one_checkpoint:
+                cls = family.pipeline_class
             return ModelRef(value, _closest_info(family, cls, value), value)
     known = ", ".join(sorted(MODELS))
     raise UnknownModelError(

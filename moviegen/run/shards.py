@@ -39,7 +39,7 @@ from moviegen.records import CampaignPlan, Master, Rendition
 from moviegen.run.context import RunContext
 from moviegen.run.masters import clip_problem
 from moviegen.run.planning import generation_request
-from moviegen.run.summary import _jsonable_row
+from moviegen.run.summary import jsonable_row
 from moviegen.spec import ClipPlan, ClipSpec, Problem
 from moviegen.store import OutputRoot, utc_now
 
@@ -350,7 +350,7 @@ def shard_result(
             "campaign_id": spec.campaign_id,
             "clip_id": spec.clip_id,
             "channel": r.channel,
-            "row": _jsonable_row(r.row) if r.row else None,
+            "row": jsonable_row(r.row) if r.row else None,
             "problems": [problem_json(p) for p in r.problems],
             "seconds": r.seconds,
         }
@@ -367,7 +367,7 @@ def shard_result(
         masters=[master(m) for m in masters],
         renditions=[rendition(r) for r in renditions],
         problems=[problem_json(p) for p in [*validation.problems, *plan.problems]],
-        already_published=[_jsonable_row(r) for r in plan.already_published],
+        already_published=[jsonable_row(r) for r in plan.already_published],
         model_loads=model_loads,
         load_seconds=load_seconds,
         finished_at=utc_now().isoformat(),

@@ -177,14 +177,14 @@ def finish_run(
         out=ctx.out.url,
         rows=validation.rows,
         valid=len(validation.specs),
-        published=[_jsonable_row(r.row) for r in renditions if r.row is not None],
+        published=[jsonable_row(r.row) for r in renditions if r.row is not None],
         already_published=len(plan.already_published),
         problems=problems,
         seconds=(utc_now() - ctx.started_at).total_seconds(),
         stage_seconds=dict(stage_seconds),
         model_loads=dict(process_pipeline_cache().loads) if model_loads is None else model_loads,
         executor=executor,
-        retired=[_jsonable_row(r) for r in retired or []],
+        retired=[jsonable_row(r) for r in retired or []],
         shards=shards or [],
         clips=clip_records(ctx.out, ctx.run_id, validation, plan, masters, renditions, problems),
         started_at=ctx.started_at,
@@ -199,5 +199,6 @@ def finish_run(
     return summary
 
 
-def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
+def jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row for JSON (run.json, a shard's result): timestamps as ISO 8601 text."""
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

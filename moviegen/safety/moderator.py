@@ -21,7 +21,6 @@ builds of the real architectures for tests: their verdicts mean nothing, their c
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from moviegen.config import ModeratorSettings
-from moviegen.generation.device import ModelLoadError, pick_device
-from moviegen.generation.loading import check_safe_weights, quiet_loading_bars
+from moviegen.generation.device import pick_device
+from moviegen.generation.loading import loaded_models, pretrained_processor, transformers_from_pretrained
+from moviegen.models.locations import resolve_location
 from moviegen.models.tiny import local_location
 from moviegen.safety.policy import COMBINED_FIELDS
 from moviegen.safety.verdict import Finding, PromptVerdict
@@ -80,19 +80,12 @@ class ModeratorVerdict:
 
 def resolve_moderator(value: str) -> str:
     """The moderator's location: a registry name's hub or tiny id, a local folder, or a hub id as given."""
-    value = value.strip()
-    if value in MODERATOR_MODELS:
-        return MODERATOR_MODELS[value]
-    path = Path(os.path.expanduser(value))
-    if path.exists():
-        if path.is_dir() and (path / "config.json").is_file():
-            return str(path.resolve())
-        raise ModeratorError(f"moderator folder {value!r} holds no config.json: save the model with save_pretrained")
-    if value.count("/") == 1 and not value.startswith((".", "/", "~")):
-        return value
-    raise ModeratorError(
-        f"unknown moderator model {value!r}: use one of {', '.join(sorted(MODERATOR_MODELS))}, a hub id, "
-        "or a local folder holding a causal language model and its tokenizer (save_pretrained)"
+    return resolve_location(
+        value,
+        MODERATOR_MODELS,
+        what="moderator model",
+        holds="a causal language model and its tokenizer",
+        error=ModeratorError,
     )
 
 
@@ -204,42 +197,32 @@ class Moderator:
         return verdicts
 
 
-_moderators: dict[tuple[str, str, str, str], Moderator] = {}
-_moderators_lock = threading.Lock()
-
-
 def load_moderator(settings: ModeratorSettings, cache_dir: Path) -> Moderator:
     """The moderator ``settings.model`` names, loaded once per process (safetensors only unless allowed).
 
     Raises ModeratorError or ModelLoadError when it cannot be loaded.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if not settings.model:
         raise ModeratorError("safety.moderator.model is not set")
     location = resolve_moderator(settings.model)
     device = pick_device(settings.device, settings.dtype)
-    key = (location, settings.kind, device.name, device.dtype_name)
-    with _moderators_lock:
-        if key not in _moderators:
-            folder = local_location(location, cache_dir)
-            check_safe_weights(settings.model, folder, settings.allow_pickle)
-            quiet_loading_bars()
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(folder)
-                model = AutoModelForCausalLM.from_pretrained(
-                    folder, dtype=device.dtype, use_safetensors=not settings.allow_pickle
-                )
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(f"cannot load moderator {settings.model!r} from {folder}: {exc}") from exc
-            tokenizer.padding_side = "left"
-            if tokenizer.pad_token_id is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            model.to(device.name).eval()
-            _moderators[key] = Moderator(model, tokenizer, settings, device, settings.model)
-        moderator = _moderators[key]
-        moderator.settings = settings  # threshold and categories may differ between runs of one process
-        return moderator
+
+    def load() -> Moderator:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = local_location(location, cache_dir)
+        model = transformers_from_pretrained(
+            AutoModelForCausalLM, settings.model, folder, device, settings.allow_pickle
+        )
+        tokenizer = pretrained_processor(AutoTokenizer, settings.model, folder)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return Moderator(model.to(device.name), tokenizer, settings, device, settings.model)
+
+    moderator = loaded_models().get(("moderator", location, settings.kind, device.name, device.dtype_name), load)
+    moderator.settings = settings  # threshold and categories may differ between runs of one process
+    return moderator
 
 
 def moderated_text(spec: ClipSpec) -> str:
