@@ -29,17 +29,24 @@ def retry(
     errors: tuple[type[BaseException], ...],
     what: str,
     delay_s: float = 0.0,
+    permanent: tuple[type[BaseException], ...] = (),
 ) -> T:
-    """Run ``step`` up to ``attempts`` times while it raises one of ``errors``; re-raise the last one."""
+    """Run ``step`` up to ``attempts`` times while it raises one of ``errors``; re-raise the last one.
+
+    The one retry loop of the library (encodes, writes to the output root): the wait before the
+    second try is ``delay_s``, doubled for each further one. An error of a ``permanent`` type
+    (a missing folder, a refused permission) is raised at once: trying again cannot help.
+    """
     for attempt in range(1, attempts + 1):
         try:
             return step()
         except errors as exc:
-            if attempt == attempts:
+            if attempt == attempts or isinstance(exc, permanent):
                 raise
-            log.warning("%s failed (%s: %s); try %d of %d", what, type(exc).__name__, _first_line(exc),
-                        attempt + 1, attempts)  # fmt: skip
-            time.sleep(delay_s * 2 ** (attempt - 1))
+            delay = delay_s * 2 ** (attempt - 1)
+            log.warning("%s failed (%s: %s); try %d of %d in %.1f s", what, type(exc).__name__, _first_line(exc),
+                        attempt + 1, attempts, delay)  # fmt: skip
+            time.sleep(delay)
     raise AssertionError("unreachable")
 
 

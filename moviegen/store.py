@@ -21,6 +21,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moviegen.reliability import retry
+
 log = logging.getLogger(__name__)
 
 SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -163,23 +165,27 @@ class OutputRoot:
     def _staged(self, parts: tuple[str, ...], write: Callable[[str], None]) -> str:
         """Write to a staging name, then move into place; retry transient destination errors."""
         final = self.path(*parts)
-        for attempt in range(1, self.write_attempts + 1):
+
+        def attempt() -> str:
             tmp = self.staging_name(parts[-1])
             try:
                 self.fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
                 write(tmp)
                 self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
                 self.fs.mv(tmp, final)
-                return "/".join(parts)
-            except OSError as exc:
+            except OSError:
                 _remove_quietly(self.fs, tmp)
-                if isinstance(exc, PERMANENT_OS_ERRORS) or attempt == self.write_attempts:
-                    raise
-                delay = self.retry_delay_s * 2 ** (attempt - 1)
-                log.warning("writing %s failed (%s: %s); try %d of %d in %.1f s", "/".join(parts),
-                            type(exc).__name__, exc, attempt + 1, self.write_attempts, delay)  # fmt: skip
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+                raise
+            return "/".join(parts)
+
+        return retry(
+            attempt,
+            self.write_attempts,
+            (OSError,),
+            f"writing {'/'.join(parts)}",
+            self.retry_delay_s,
+            permanent=PERMANENT_OS_ERRORS,
+        )
 
     def staging_name(self, name: str) -> str:
         """A fresh temporary path in the staging folder, naming the host and process that writes it."""
