@@ -28,6 +28,7 @@ from moviegen.safety.policy import PolicySet, load_policies
 
 if TYPE_CHECKING:
     from moviegen.costs import RenderSizing
+    from moviegen.store import OutputRoot
 
 app = typer.Typer(
     name="moviegen",
@@ -247,6 +248,13 @@ def _print_summary(result: dict) -> None:
         console.print(f"  ... and {len(problems) - 20} more in {out}/rejected/")
     if result.get("retired"):
         console.print(f"  {len(result['retired'])} rendition(s) retired (moved to {out}/retired/)")
+    waiting = result.get("pending_review") or []
+    if waiting:
+        campaigns = sorted({r["campaign_id"] for r in waiting})
+        console.print(
+            f"  {len(waiting)} rendition(s) waiting for review under {out}/review/; approve with: "
+            + "; ".join(f"moviegen review approve {c} --by NAME --out {out}" for c in campaigns)
+        )
     for shard in result.get("shards", []):
         where = f" on {shard['worker']}" if shard.get("worker") else ""
         attempts = len(shard["attempts"])
@@ -665,6 +673,94 @@ def signer(
             "[yellow]development certificate:[/yellow] add its path to provenance.trust_anchors to see your own "
             "files as Trusted; configure a real certificate for production (see the README)."
         )
+
+
+review_app = typer.Typer(
+    help="Brand review: list the renditions waiting under <out>/review, approve (publish) or reject them.",
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
+
+
+def _review_root(out: str | None, config: Path | None) -> OutputRoot:
+    from moviegen.store import OutputRoot
+
+    return OutputRoot(_settings(config, out=out).out)
+
+
+@review_app.command("list")
+def review_list(
+    out: Annotated[str | None, typer.Option("--out", help="Output root (path or fsspec URL).")] = None,
+    campaign: Annotated[str | None, typer.Option("--campaign", help="Only this campaign_id.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List the renditions waiting for review (campaign, clip, channel, file, rendition key)."""
+    from moviegen.publish.review import pending_reviews, review_listing
+
+    waiting = [review_listing(r) for r in pending_reviews(_review_root(out, config), campaign)]
+    if json_output:
+        stdout.print_json(json.dumps(waiting))
+        return
+    if not waiting:
+        console.print("nothing is waiting for review")
+        return
+    table = Table("campaign", "clip", "channel", "file", "rendition key")
+    for w in waiting:
+        table.add_row(w["campaign_id"], w["clip_id"], w["channel"], w["path"], w["rendition_key"][:16])
+    stdout.print(table)
+
+
+@review_app.command("approve")
+def review_approve(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign whose renditions are approved.")],
+    clip_ids: Annotated[list[str] | None, typer.Argument(help="Clips to approve; all waiting ones when none.")] = None,
+    by: Annotated[str, typer.Option("--by", help="Who approves (recorded in the manifest).")] = "",
+    note: Annotated[str | None, typer.Option("--note", help="A note for the record.")] = None,
+    channel: Annotated[str | None, typer.Option("--channel", help="Only this channel.")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output root (path or fsspec URL).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
+) -> None:
+    """Publish waiting renditions, each checked against the sha256 that was reviewed.
+
+    Exit status: 0 all named renditions published; 1 some were refused (changed since review);
+    2 nothing of that campaign or those clips is waiting, or no --by.
+    """
+    from moviegen.publish.review import approve
+
+    _decide(lambda root: approve(root, campaign_id, clip_ids or [], by, note, channel), out, config)
+
+
+@review_app.command("reject")
+def review_reject(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign of the clips.")],
+    clip_ids: Annotated[list[str], typer.Argument(help="Clips to reject.")],
+    by: Annotated[str, typer.Option("--by", help="Who rejects (recorded in the manifest and rejected/).")] = "",
+    note: Annotated[str, typer.Option("--note", help="Why: recorded for whoever edits the row.")] = "",
+    channel: Annotated[str | None, typer.Option("--channel", help="Only this channel.")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output root (path or fsspec URL).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file.")] = None,
+) -> None:
+    """Reject waiting renditions: never published, recorded in rejected/ (stage review), files moved to retired/."""
+    from moviegen.publish.review import reject
+
+    _decide(lambda root: reject(root, campaign_id, clip_ids, by, note, channel), out, config)
+
+
+def _decide(decision, out: str | None, config: Path | None) -> None:
+    from moviegen.publish.review import ReviewError
+
+    root = _review_root(out, config)
+    try:
+        outcome = decision(root)
+    except ReviewError as exc:
+        fail(str(exc))
+    verb = "published" if outcome.decision == "approve" else "rejected"
+    for row in outcome.rows:
+        console.print(f"{verb} {row['campaign_id']}/{row['clip_id']} on {row['channel']}: {row['path']}")
+    for message in outcome.refused:
+        console.print(f"[yellow]refused:[/yellow] {escape(message)}")
+    raise typer.Exit(1 if outcome.refused else 0)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`

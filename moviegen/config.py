@@ -364,6 +364,21 @@ class RetrySettings(BaseModel):
     )
 
 
+class ReviewSettings(BaseModel):
+    """Brand or legal review before publishing: which campaigns' renditions wait under review/ for approval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    required: bool = Field(False, description="Every campaign's renditions wait for approval under <out>/review.")
+    campaigns: dict[str, bool] = Field(
+        default_factory=dict, description="Per campaign_id: true or false, over `required` for that campaign."
+    )
+
+    def required_for(self, campaign_id: str) -> bool:
+        """Whether ``campaign_id``'s renditions go to review instead of straight to published/."""
+        return self.campaigns.get(campaign_id, self.required)
+
+
 class Settings(BaseSettings):
     """Everything a run can be configured with."""
 
@@ -406,6 +421,7 @@ class Settings(BaseSettings):
     audio: AudioSettings = Field(default_factory=AudioSettings)
     adherence: AdherenceSettings = Field(default_factory=AdherenceSettings)
     inputs: InputSettings = Field(default_factory=InputSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
     scaleout: ScaleOutSettings = Field(default_factory=ScaleOutSettings)
     retries: RetrySettings = Field(default_factory=RetrySettings)
 

@@ -18,6 +18,8 @@ class CampaignPlan:
     problems: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
     adopted: int = 0  # renditions an interrupted run published but did not record (now in the manifest)
+    awaiting_review: list[dict[str, Any]] = field(default_factory=list)  # rendered before, still waiting
+    rejected_in_review: list[dict[str, Any]] = field(default_factory=list)  # a reviewer's no stands for the key
 
     @property
     def renditions(self) -> int:

@@ -62,10 +62,19 @@ MANIFEST_SCHEMA = pa.schema(
         ("label", pa.string()),
         # LoRA adapters (JSON list of {name, sha256, scale}); null without any, and in older parts.
         ("loras", pa.string()),
+        # Review (moviegen.publish.review): who approved or rejected the rendition, when, and why;
+        # null for renditions published without review, and in older parts.
+        ("reviewed_by", pa.string()),
+        ("reviewed_at", pa.timestamp("us", tz="UTC")),
+        ("review_note", pa.string()),
     ]
 )
 
+# Manifest statuses. The publication track: published, then maybe retired. The review track: a
+# rendition waits as pending_review (its files under review/), then is approved (a published row
+# with reviewed_by) or rejected (review_rejected; its files move to retired/).
 PUBLISHED, RETIRED = "published", "retired"
+PENDING_REVIEW, REVIEW_REJECTED = "pending_review", "review_rejected"
 
 REJECTED_SCHEMA = pa.schema(
     [
@@ -343,9 +352,16 @@ def retired_paths(channel: str, campaign_id: str, clip_id: str, rendition_key: s
     }
 
 
-def published_paths(channel: str, campaign_id: str, clip_id: str) -> dict[str, tuple[str, ...]]:
-    """Relative locations of a rendition's video, sidecar and poster."""
-    base = ("published", channel, campaign_id)
+def review_paths(channel: str, campaign_id: str, clip_id: str) -> dict[str, tuple[str, ...]]:
+    """Where a rendition waits for review: ``review/<channel>/<campaign_id>/<clip_id>.mp4``, sidecar, poster."""
+    return published_paths(channel, campaign_id, clip_id, folder="review")
+
+
+def published_paths(
+    channel: str, campaign_id: str, clip_id: str, folder: str = "published"
+) -> dict[str, tuple[str, ...]]:
+    """Relative locations of a rendition's video, sidecar and poster (under ``review/`` while it waits)."""
+    base = (folder, channel, campaign_id)
     return {
         "video": (*base, f"{clip_id}.mp4"),
         "sidecar": (*base, f"{clip_id}.json"),

@@ -9,17 +9,42 @@ from typing import Any
 
 import pyarrow as pa
 
-from moviegen.store import JOURNAL, MANIFEST_SCHEMA, PUBLISHED, RETIRED, OutputRoot, sha256_file
+from moviegen.store import (
+    JOURNAL,
+    MANIFEST_SCHEMA,
+    PENDING_REVIEW,
+    PUBLISHED,
+    RETIRED,
+    REVIEW_REJECTED,
+    OutputRoot,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
+RenditionSlot = tuple[str, str, str]  # (campaign_id, clip_id, channel)
 
-def latest_renditions(out: OutputRoot) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """The latest manifest row per (campaign_id, clip_id, channel), whatever its status."""
-    table = out.read_rows("manifest", MANIFEST_SCHEMA)
-    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for row in sorted(table.to_pylist(), key=lambda r: r["published_at"]):
-        latest[(row["campaign_id"], row["clip_id"], row["channel"])] = row
+
+def latest_renditions(out: OutputRoot) -> dict[RenditionSlot, dict[str, Any]]:
+    """The latest publication row per (campaign_id, clip_id, channel): published or retired.
+
+    Review rows (a rendition waiting or rejected) are not on this track: a clip published before
+    keeps its published rendition while a new one waits (see ``latest_reviews``).
+    """
+    return _latest(out, lambda row: row["status"] in (PUBLISHED, RETIRED))
+
+
+def latest_reviews(out: OutputRoot) -> dict[RenditionSlot, dict[str, Any]]:
+    """The latest review row per (campaign_id, clip_id, channel): pending_review, review_rejected, or its approval."""
+    return _latest(out, lambda row: row["status"] in (PENDING_REVIEW, REVIEW_REJECTED) or bool(row["reviewed_by"]))
+
+
+def _latest(out: OutputRoot, wanted: Any) -> dict[RenditionSlot, dict[str, Any]]:
+    latest: dict[RenditionSlot, dict[str, Any]] = {}
+    for row in sorted(out.read_rows("manifest", MANIFEST_SCHEMA).to_pylist(), key=lambda r: r["published_at"]):
+        row["status"] = row["status"] or PUBLISHED  # rows from before the refresh columns
+        if wanted(row):
+            latest[(row["campaign_id"], row["clip_id"], row["channel"])] = row
     return latest
 
 
@@ -28,26 +53,34 @@ def published_renditions(out: OutputRoot) -> dict[tuple[str, str, str], dict[str
     return {
         k: r
         for k, r in latest_renditions(out).items()
-        if (r["status"] or PUBLISHED) == PUBLISHED and out.fs.exists(f"{out.root}/{r['path']}")
+        if r["status"] == PUBLISHED and out.fs.exists(f"{out.root}/{r['path']}")
     }
 
 
 def manifest_history(out: OutputRoot) -> list[dict[str, Any]]:
     """Every manifest row, oldest first, each with what became of it, for audits.
 
-    Adds ``state`` ("current", "superseded" or "retired") and ``superseded_by`` (the run_id of the
-    next row for the same channel, campaign and clip). Rows from before the refresh columns
-    existed read as published.
+    Adds ``state`` and ``superseded_by`` (the run_id of the row that ended it). A publication row
+    is "current", "superseded" or "retired"; a review row is "pending_review", "review_rejected",
+    "approved" (a published row of the same rendition followed) or "superseded" (another
+    rendition of the slot went to review). Rows from before the refresh columns read as published.
     """
     rows = sorted(out.read_rows("manifest", MANIFEST_SCHEMA).to_pylist(), key=lambda r: r["published_at"])
-    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    latest: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for row in rows:
         row["status"] = row["status"] or PUBLISHED
-        key = (row["campaign_id"], row["clip_id"], row["channel"])
-        if key in latest:
-            latest[key]["state"], latest[key]["superseded_by"] = "superseded", row["run_id"]
-        row["state"], row["superseded_by"] = ("retired" if row["status"] == RETIRED else "current"), None
-        latest[key] = row
+        slot = (row["campaign_id"], row["clip_id"], row["channel"])
+        review = row["status"] in (PENDING_REVIEW, REVIEW_REJECTED)
+        track = (*slot, "review" if review else "publication")
+        if track in latest:
+            latest[track]["state"], latest[track]["superseded_by"] = "superseded", row["run_id"]
+        waiting = latest.get((*slot, "review"))
+        if not review and row["reviewed_by"] and waiting and waiting["rendition_key"] == row["rendition_key"]:
+            waiting["state"], waiting["superseded_by"] = "approved", row["run_id"]
+            del latest[(*slot, "review")]
+        row["state"] = row["status"] if review else "retired" if row["status"] == RETIRED else "current"
+        row["superseded_by"] = None
+        latest[track] = row
     return rows
 
 
@@ -93,3 +126,11 @@ def adopt_interrupted(out: OutputRoot, rendition_key: str, run_id: str) -> dict[
         out.append_rows("manifest", MANIFEST_SCHEMA, [row], run_id)
     clear_intent(out, rendition_key)
     return row if whole else None
+
+
+def superseded_key(paths: dict[str, tuple[str, ...]], key: str, out: OutputRoot) -> str | None:
+    """The rendition_key of the published rendition that publishing ``key`` at ``paths`` replaces, if any."""
+    if not out.exists(*paths["video"]):
+        return None
+    previous = (out.read_json(*paths["sidecar"]) or {}).get("rendition_key")
+    return previous if previous != key else None

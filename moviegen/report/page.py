@@ -29,7 +29,7 @@ from moviegen.report.records import (
     read_run_rows,
     run_counts,
 )
-from moviegen.store import PUBLISHED, OutputRoot
+from moviegen.store import PENDING_REVIEW, PUBLISHED, REVIEW_REJECTED, OutputRoot
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,10 @@ def gather_facts(out: OutputRoot, run: dict[str, Any], max_strips: int = MAX_STR
     for row in read_run_rows(out, "scores", run["run_id"]):
         facts.scores.setdefault((row.get("campaign_id"), row.get("clip_id")), {})[row["gate"]] = _json(row["scores"])
     wanted: list[tuple[str, str, str, str]] = []  # (kind, title, subtitle, path under the root)
-    for r in run.get("published", []):
-        size = f"{r.get('width')}x{r.get('height')}, {float(r.get('duration_s') or 0):.1f} s"
-        wanted.append((PUBLISHED, f"{r['campaign_id']}/{r['clip_id']}", f"{r['channel']} · {size}", r["path"]))
+    for kind, rows in ((PUBLISHED, run.get("published", [])), (PENDING_REVIEW, run.get("pending_review", []))):
+        for r in rows:
+            size = f"{r.get('width')}x{r.get('height')}, {float(r.get('duration_s') or 0):.1f} s"
+            wanted.append((kind, f"{r['campaign_id']}/{r['clip_id']}", f"{r['channel']} · {size}", r["path"]))
     for clip in run.get("clips", []):
         if clip.get("quarantine"):
             master = _quarantined_master(out, clip["quarantine"])
@@ -133,6 +134,8 @@ def esc(value: Any) -> str:
 STATUS_LABELS = {
     PUBLISHED: "published",
     ALREADY: "already published",
+    PENDING_REVIEW: "waiting for review",
+    REVIEW_REJECTED: "rejected in review",
     QUARANTINED: "quarantined",
     REJECTED: "rejected",
     FAILED: "failed",
@@ -150,7 +153,7 @@ table{border-collapse:collapse;width:100%;background:#fff;border:1px solid var(-
 th,td{border-bottom:1px solid var(--line);padding:6px 8px;text-align:left;vertical-align:top}
 th{background:#f0f3f6;font-weight:600;white-space:nowrap}td.num{text-align:right;white-space:nowrap}
 .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff;
-white-space:nowrap}.published,.pass{background:var(--ok)}.already_published,.not_made{background:#8c959f}
+white-space:nowrap}.published,.pass{background:var(--ok)}.already_published,.not_made{background:#8c959f}.pending_review{background:#bf8700}
 .quarantined{background:var(--warn)}
 .rejected,.failed,.fail{background:var(--bad)}.text{max-width:280px;overflow-wrap:anywhere}
 .chip{display:inline-block;border:1px solid var(--line);border-radius:4px;padding:0 5px;margin:1px 2px 1px 0;
@@ -178,12 +181,15 @@ def render_report_html(facts: ReportFacts | dict[str, Any]) -> str:
     counts = run.get("counts") or run_counts(clips, len(run.get("published", [])), run.get("already_published", 0))
     exit_code = run.get("exit_code")
     verdict = "every valid row published" if exit_code == 0 else "finished with rows held back or failed"
+    if exit_code == 0 and run.get("pending_review"):
+        verdict = "every valid row published or waiting for review"
     sections = [
         f"<h1>moviegen run <code>{esc(run['run_id'])}</code></h1>",
         f'<p class="muted">{esc(verdict)} (exit status {esc(exit_code)}) · {esc(run.get("started_at") or "")}'
         f" · {float(run.get('seconds') or 0):.1f} s · executor {esc(run.get('executor'))} · {esc(run.get('generator'))}"
         f" · output <code>{esc(run.get('out'))}</code></p>",
         _cards(run, counts),
+        _waiting(run),
         "<h2>Where the time went</h2>",
         timing_chart(run.get("stage_seconds", {}), float(run.get("seconds") or 0)),
         f"<h2>Clips ({len(clips)})</h2>",
@@ -212,12 +218,31 @@ def _cards(run: dict[str, Any], counts: dict[str, int]) -> str:
         ("valid rows", run.get("valid_rows", 0)),
         ("renditions published", counts.get("renditions_published", 0)),
         ("already published", counts.get("renditions_already_published", 0)),
+        ("waiting for review", counts.get("renditions_pending_review", 0)),
         ("clips quarantined", counts.get(QUARANTINED, 0)),
         ("rows rejected", counts.get(REJECTED, 0)),
         ("clips failed", counts.get(FAILED, 0)),
     ]
     cards = "".join(f'<div class="card"><b>{esc(v)}</b>{esc(k)}</div>' for k, v in items)
     return f'<div class="cards">{cards}</div>'
+
+
+def _waiting(run: dict[str, Any]) -> str:
+    """The renditions waiting for review, and the command that approves them (their sheets are below)."""
+    waiting = run.get("pending_review") or []
+    if not waiting:
+        return ""
+    out = run.get("out") or "OUT"
+    commands = "".join(
+        f"<li><code>moviegen review approve {esc(c)} --by NAME --out {esc(out)}</code></li>"
+        for c in sorted({r["campaign_id"] for r in waiting})
+    )
+    return (
+        f"<h2>Waiting for review ({len(waiting)})</h2>"
+        f'<p class="muted">Under <code>review/</code>; nothing of these is public yet. Approve them all with the '
+        f"command below, name clips to approve some, or <code>moviegen review reject CAMPAIGN CLIP --by NAME "
+        f"--note WHY</code>; <code>moviegen review list</code> shows them.</p><ul>{commands}</ul>"
+    )
 
 
 def timing_chart(stage_seconds: dict[str, float], wall_seconds: float, width: int = 720) -> str:

@@ -13,10 +13,10 @@ from moviegen.catalog.check import CatalogValidation
 from moviegen.progress import STAGES
 from moviegen.records import CampaignPlan, Master, Rendition
 from moviegen.spec import Problem
-from moviegen.store import PUBLISHED, OutputRoot
+from moviegen.store import PENDING_REVIEW, PUBLISHED, REVIEW_REJECTED, OutputRoot
 
 # Clip and rendition statuses, in the order the report lists them. "published" is the manifest's own
-# status (store.PUBLISHED): one word, one meaning.
+# status (store.PUBLISHED): one word, one meaning; so are "pending_review" and "review_rejected".
 ALREADY, QUARANTINED, REJECTED, FAILED, NOT_MADE = (
     "already_published",
     "quarantined",
@@ -25,7 +25,7 @@ ALREADY, QUARANTINED, REJECTED, FAILED, NOT_MADE = (
     "not_made",
 )
 
-STATUSES = (PUBLISHED, ALREADY, QUARANTINED, REJECTED, FAILED, NOT_MADE)
+STATUSES = (PUBLISHED, ALREADY, PENDING_REVIEW, REVIEW_REJECTED, QUARANTINED, REJECTED, FAILED, NOT_MADE)
 
 # Problems whose rule says something broke (rather than a rule said no): the clip "failed".
 FAILURE_RULES = frozenset({"error", "ffmpeg"})
@@ -98,6 +98,11 @@ def clip_records(
         if rec is not None:
             rec["clip_key"] = row.get("clip_key")
             rec["channels"][row["channel"]] = {"status": ALREADY, "path": row["path"], **_marks(row)}
+    for row in [*plan.awaiting_review, *plan.rejected_in_review]:  # rendered by an earlier run; decided or not
+        rec = by_clip.get((row["campaign_id"], row["clip_id"]))
+        if rec is not None:
+            rec["clip_key"] = row.get("clip_key")
+            rec["channels"][row["channel"]] = {"status": row["status"], "path": row["path"], **_review(row)}
     for m in masters:
         rec = record(m.clip.spec.row, m.clip.spec.campaign_id, m.clip.spec.clip_id)
         rec["clip_key"], rec["reused_master"] = m.clip.clip_key, m.reused
@@ -108,7 +113,7 @@ def clip_records(
         channel["seconds"] = {k: round(v, 3) for k, v in r.seconds.items()}
         _add_seconds(rec["seconds"], r.seconds)
         if r.row is not None:
-            channel.update(status=PUBLISHED, path=r.row["path"], **_marks(r.row))
+            channel.update(status=r.row["status"], path=r.row["path"], **_marks(r.row))
     for p in problems:
         if p.row is None:  # the catalog as a whole (a missing column): not one row's
             continue
@@ -141,6 +146,9 @@ def clip_status(rec: dict[str, Any]) -> str:
         if status in found:
             return status
     channels = [c["status"] for c in rec["channels"].values()]
+    for status in (REVIEW_REJECTED, PENDING_REVIEW):  # a person still has to look, or said no
+        if status in channels and all(c in (PUBLISHED, ALREADY, PENDING_REVIEW, REVIEW_REJECTED) for c in channels):
+            return status
     if PUBLISHED in channels and all(c in (PUBLISHED, ALREADY) for c in channels):
         return PUBLISHED
     if channels and all(c == ALREADY for c in channels):
@@ -149,12 +157,14 @@ def clip_status(rec: dict[str, Any]) -> str:
 
 
 def run_counts(clips: list[dict[str, Any]], published: int, already_published: int) -> dict[str, int]:
-    """Clips per status, and renditions published now and before."""
+    """Clips per status, renditions published now and before, and renditions waiting for review."""
     by_status = Counter(c["status"] for c in clips)
+    waiting = sum(ch.get("status") == PENDING_REVIEW for c in clips for ch in c.get("channels", {}).values())
     return {
         **{status: by_status.get(status, 0) for status in STATUSES},
         "renditions_published": published,
         "renditions_already_published": already_published,
+        "renditions_pending_review": waiting,
     }
 
 
@@ -181,6 +191,10 @@ def headline_score(gate: str | None, scores: dict[str, Any]) -> tuple[str | None
 
 def _marks(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in MARK_COLUMNS if k in row}
+
+
+def _review(row: dict[str, Any]) -> dict[str, Any]:
+    return {**_marks(row), **{k: row[k] for k in ("reviewed_by", "review_note") if row.get(k)}}
 
 
 def _add_seconds(into: dict[str, float], seconds: dict[str, float]) -> None:

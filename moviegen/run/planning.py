@@ -24,6 +24,7 @@ from moviegen.publish.manifest import (
     adopt_interrupted,
     clear_intent,
     latest_renditions,
+    latest_reviews,
     pending_intents,
     published_renditions,
 )
@@ -34,6 +35,7 @@ from moviegen.run.context import RunContext
 from moviegen.spec import DEFAULT_EDIT_STRENGTH, ClipPlan, ClipSpec, GenerationRequest, LoraAdapter, Problem
 from moviegen.store import (
     MANIFEST_SCHEMA,
+    PENDING_REVIEW,
     PUBLISHED,
     RETIRED,
     published_paths,
@@ -183,6 +185,7 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
     started = time.perf_counter()
     plan = CampaignPlan()
     published = published_renditions(ctx.out)
+    reviews = latest_reviews(ctx.out)
     pending = pending_intents(ctx.out)
     revisions: dict[str, str] = {}
     for spec in specs:
@@ -201,7 +204,8 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
             continue
         missing = []
         for channel in spec.channels:
-            row = published.get((spec.campaign_id, spec.clip_id, channel))
+            slot = (spec.campaign_id, spec.clip_id, channel)
+            row = published.get(slot)
             if row is not None and row["rendition_key"] == keys[channel]:
                 plan.already_published.append(row)
                 if keys[channel] in pending:  # killed after the manifest row, before the intent went
@@ -211,6 +215,12 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
             ):
                 plan.already_published.append(row)
                 plan.adopted += 1
+            elif (review := reviews.get(slot)) is not None and review["rendition_key"] == keys[channel]:
+                waiting = review["status"] == PENDING_REVIEW
+                if waiting and not ctx.out.fs.exists(f"{ctx.out.root}/{review['path']}"):
+                    missing.append(channel)  # its file was removed by hand: render it for review again
+                else:  # waiting, or decided: a reviewer's rejection stands for this rendition
+                    (plan.awaiting_review if waiting else plan.rejected_in_review).append(review)
             else:
                 missing.append(channel)
         if missing:

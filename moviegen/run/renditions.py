@@ -27,10 +27,7 @@ from moviegen.provenance import (
     provenance_facts,
 )
 from moviegen.provenance.delivery import DeliveryVerdict, gate_rendition
-from moviegen.publish.manifest import (
-    clear_intent,
-    record_intent,
-)
+from moviegen.publish.manifest import clear_intent, record_intent, superseded_key
 from moviegen.records import Master, Rendition
 from moviegen.reliability import retry
 from moviegen.render.encode import render_rendition, rendition_slot, write_poster
@@ -42,9 +39,10 @@ from moviegen.run.planning import PlannedRendition, plan_rendition
 from moviegen.spec import ClipPlan, Problem
 from moviegen.store import (
     MANIFEST_SCHEMA,
+    PENDING_REVIEW,
     PUBLISHED,
-    OutputRoot,
     published_paths,
+    review_paths,
     sha256_file,
     utc_now,
 )
@@ -249,10 +247,13 @@ def publish_rendition(
 
     ``video`` is the final, signed file the delivery gate passed: its sha256 is what the row records.
     The row is written as an intent first (``journal/``), so a run killed before the row lands
-    leaves the next run enough to adopt the published video rather than make it again.
+    leaves the next run enough to adopt the published video rather than make it again. With review
+    on for the campaign the same files go under ``review/`` with a ``pending_review`` row instead
+    (``moviegen.publish.review`` publishes them once approved).
     """
     spec, info = clip.spec, verdict.report.info
-    paths = published_paths(channel, spec.campaign_id, spec.clip_id)
+    waits = ctx.settings.review.required_for(spec.campaign_id)
+    paths = (review_paths if waits else published_paths)(channel, spec.campaign_id, spec.clip_id)
     supersedes = superseded_key(paths, planned.key, ctx.out)
     label = label_for(channel, ctx.settings.provenance)
     sidecar = {
@@ -292,7 +293,7 @@ def publish_rendition(
         "seed": spec.seed,
         "style": spec.style,
         "published_at": utc_now(),
-        "status": PUBLISHED,
+        "status": PENDING_REVIEW if waits else PUBLISHED,
         "supersedes": supersedes,
         "watermark_bit_accuracy": round(verdict.watermark.bit_accuracy, 4),
         "watermark_passes": watermark_passes,
@@ -308,11 +309,3 @@ def publish_rendition(
     ctx.out.append_rows("manifest", MANIFEST_SCHEMA, [row], ctx.run_id)
     clear_intent(ctx.out, planned.key)
     return row
-
-
-def superseded_key(paths: dict[str, tuple[str, ...]], key: str, out: OutputRoot) -> str | None:
-    """The rendition_key of the published rendition that publishing ``key`` at ``paths`` replaces, if any."""
-    if not out.exists(*paths["video"]):
-        return None
-    previous = (out.read_json(*paths["sidecar"]) or {}).get("rendition_key")
-    return previous if previous != key else None

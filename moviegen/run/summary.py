@@ -24,6 +24,8 @@ from moviegen.safety import (
 from moviegen.spec import Problem
 from moviegen.store import (
     MANIFEST_SCHEMA,
+    PENDING_REVIEW,
+    PUBLISHED,
     REJECTED_SCHEMA,
     utc_now,
 )
@@ -104,10 +106,11 @@ class RunSummary:
     adopted: int = 0  # renditions an interrupted run published, recorded by this one
     interrupted_runs: list[str] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
+    pending_review: list[dict[str, Any]] = field(default_factory=list)  # renditions waiting under review/
 
     @property
     def exit_code(self) -> int:
-        """0 when everything valid was published, 1 when something was rejected or failed."""
+        """0 when everything valid was published or waits for review, 1 when something was rejected or failed."""
         return 1 if self.problems else 0
 
     def to_json(self) -> dict[str, Any]:
@@ -121,6 +124,7 @@ class RunSummary:
             "valid_rows": self.valid,
             "published": self.published,
             "already_published": self.already_published,
+            "pending_review": self.pending_review,
             "adopted": self.adopted,
             "generated": self.generated,
             "reused_masters": self.reused_masters,
@@ -177,7 +181,11 @@ def finish_run(
         out=ctx.out.url,
         rows=validation.rows,
         valid=len(validation.specs),
-        published=[jsonable_row(r.row) for r in renditions if r.row is not None],
+        published=[jsonable_row(r.row) for r in renditions if r.row is not None and r.row["status"] == PUBLISHED],
+        pending_review=[
+            *(jsonable_row(r.row) for r in renditions if r.row is not None and r.row["status"] == PENDING_REVIEW),
+            *(jsonable_row(row) for row in plan.awaiting_review),
+        ],
         already_published=len(plan.already_published),
         problems=problems,
         seconds=(utc_now() - ctx.started_at).total_seconds(),
