@@ -131,12 +131,15 @@ def test_run_json_has_a_record_per_row_and_seconds_per_stage(report_run):
     assert run["counts"] == {
         "published": 1,
         "already_published": 0,
+        "pending_review": 0,
+        "review_rejected": 0,
         "quarantined": 1,
         "rejected": 2,
         "failed": 0,
         "not_made": 0,
         "renditions_published": 2,
         "renditions_already_published": 0,
+        "renditions_pending_review": 0,
     }
     stages = run["stage_seconds"]
     assert list(stages)[:3] == ["validate", "prompt_gate", "plan"]

@@ -31,7 +31,7 @@ def latest_renditions(out: OutputRoot) -> dict[RenditionSlot, dict[str, Any]]:
     Review rows (a rendition waiting or rejected) are not on this track: a clip published before
     keeps its published rendition while a new one waits (see ``latest_reviews``).
     """
-    return _latest(out, lambda row: row["status"] in (PUBLISHED, RETIRED))
+    return _latest(out, lambda row: (row["status"] or PUBLISHED) in (PUBLISHED, RETIRED))
 
 
 def latest_reviews(out: OutputRoot) -> dict[RenditionSlot, dict[str, Any]]:
@@ -42,8 +42,7 @@ def latest_reviews(out: OutputRoot) -> dict[RenditionSlot, dict[str, Any]]:
 def _latest(out: OutputRoot, wanted: Any) -> dict[RenditionSlot, dict[str, Any]]:
     latest: dict[RenditionSlot, dict[str, Any]] = {}
     for row in sorted(out.read_rows("manifest", MANIFEST_SCHEMA).to_pylist(), key=lambda r: r["published_at"]):
-        row["status"] = row["status"] or PUBLISHED  # rows from before the refresh columns
-        if wanted(row):
+        if wanted(row):  # a null status (parts from before the refresh columns) means published
             latest[(row["campaign_id"], row["clip_id"], row["channel"])] = row
     return latest
 
@@ -53,7 +52,7 @@ def published_renditions(out: OutputRoot) -> dict[tuple[str, str, str], dict[str
     return {
         k: r
         for k, r in latest_renditions(out).items()
-        if r["status"] == PUBLISHED and out.fs.exists(f"{out.root}/{r['path']}")
+        if (r["status"] or PUBLISHED) == PUBLISHED and out.fs.exists(f"{out.root}/{r['path']}")
     }
 
 
