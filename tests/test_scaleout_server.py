@@ -97,6 +97,11 @@ def test_deployments_from_prefect_yaml(cluster):
     assert campaign["parameters"]["executor"] == "deployments"
     assert campaign["parameters"]["out"] == str(paths["out"])
     assert campaign["global_concurrency_limit"]["limit"] == 1
+    review = c.api_get("/deployments/name/review/review")  # Prefect's run form is the reviewer's page
+    assert review["work_pool_name"] == "campaign"
+    fields = review["parameter_openapi_schema"]["properties"]
+    assert {"campaign_id", "clip_ids", "decision", "reviewer", "note"} <= set(fields)
+    assert sorted(fields["decision"]["enum"]) == ["approve", "reject"]
     shard = c.api_get("/deployments/name/render-shard/render-shard")
     assert shard["work_pool_name"] == "gpu"
     assert shard["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"]
