@@ -339,6 +339,9 @@ def plan(
 ) -> None:
     """Estimate GPU time, wall time and the shard layout of a campaign before spending it (no video model is loaded).
 
+    Rows a run would refuse are listed as ``validate`` lists them; the estimate covers the others (exit 0:
+    ``validate`` is the gate).
+
     Also says, per shard, whether a worker's cores keep its GPU busy with renditions or the GPU
     would wait for them (CPU-bound), and the render_workers that fits (docs/scale-out.md).
     """
@@ -369,7 +372,7 @@ def plan(
     report = {
         "rows": validation.rows,
         "valid": len(validation.specs),
-        "problems": len(validation.problems),
+        "problems": [p.to_json() for p in validation.problems],  # validate's: the rows a run would refuse
         **layout.to_json(),
         "wall_s": round(layout.makespan_s, 3),
         "by_model": {m: {**e, "gpu_s": round(e["gpu_s"], 3)} for m, e in sorted(by_model.items())},
@@ -383,6 +386,8 @@ def plan(
     if json_output:
         stdout.print_json(json.dumps(report))
         return
+    for p in validation.problems:
+        console.print(f"[yellow]{p.stage}[/yellow] {escape(p.describe())}")
     unit = "GPU" if cost.device != "cpu" else "CPU"
     table_out = Table("model", "clips", f"{unit} hours", "s per unit", "s per clip", "from")
     for name, e in report["by_model"].items():
@@ -728,7 +733,7 @@ def review_approve(
     """
     from moviegen.publish.review import approve
 
-    _decide(lambda root: approve(root, campaign_id, clip_ids or [], by, note, channel), out, config)
+    _decide(lambda root, hooks: approve(root, campaign_id, clip_ids or [], by, note, channel, hooks), out, config)
 
 
 @review_app.command("reject")
@@ -744,15 +749,16 @@ def review_reject(
     """Reject waiting renditions: never published, recorded in rejected/ (stage review), files moved to retired/."""
     from moviegen.publish.review import reject
 
-    _decide(lambda root: reject(root, campaign_id, clip_ids, by, note, channel), out, config)
+    _decide(lambda root, hooks: reject(root, campaign_id, clip_ids, by, note, channel, hooks), out, config)
 
 
 def _decide(decision, out: str | None, config: Path | None) -> None:
     from moviegen.publish.review import ReviewError
+    from moviegen.store import OutputRoot
 
-    root = _review_root(out, config)
+    settings = _settings(config, out=out)
     try:
-        outcome = decision(root)
+        outcome = decision(OutputRoot(settings.out), settings.webhooks)
     except ReviewError as exc:
         fail(str(exc))
     verb = "published" if outcome.decision == "approve" else "rejected"
@@ -760,7 +766,45 @@ def _decide(decision, out: str | None, config: Path | None) -> None:
         console.print(f"{verb} {row['campaign_id']}/{row['clip_id']} on {row['channel']}: {row['path']}")
     for message in outcome.refused:
         console.print(f"[yellow]refused:[/yellow] {escape(message)}")
+    if settings.webhooks:
+        console.print(_webhooks_line(outcome.webhooks.to_json()))
     raise typer.Exit(1 if outcome.refused else 0)
+
+
+def _webhooks_line(counts: dict[str, int]) -> str:
+    line = f"webhooks: {counts['delivered']} event(s) delivered"
+    if counts["failed"] or counts["refused"]:
+        line += f", {counts['failed']} failed, {counts['refused']} refused (4xx): `moviegen webhooks retry` sends them"
+    return line
+
+
+webhooks_app = typer.Typer(help="Webhooks: send again the events receivers have not acknowledged.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("retry")
+def webhooks_retry(
+    out: Annotated[str | None, typer.Option("--out", help="Output root (path or fsspec URL).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML settings file (its webhooks).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Send every event not yet acknowledged (queued, failed or refused) again, with its Idempotency-Key.
+
+    Exit status: 0 when every one is now delivered; 1 when some still failed or were refused.
+    """
+    from moviegen.publish.webhooks import retry_failed
+    from moviegen.store import OutputRoot
+
+    settings = _settings(config, out=out)
+    if not settings.webhooks:
+        fail("no webhooks are configured: add a webhooks: list to the configuration (see README, Webhooks)")
+    report = retry_failed(OutputRoot(settings.out), settings.webhooks)
+    counts = report.to_json()
+    if json_output:
+        stdout.print_json(json.dumps(counts))
+    else:
+        console.print(_webhooks_line(counts))
+    raise typer.Exit(1 if counts["failed"] or counts["refused"] else 0)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`

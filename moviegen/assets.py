@@ -25,6 +25,7 @@ import fsspec
 
 from moviegen.config import DEFAULT_INPUT_SCHEMES
 from moviegen.media import MediaError, ffprobe_binary, ffprobe_json
+from moviegen.netguard import NO_EXTRA_HOSTS, FetchFailed, HostPolicy, HostRefused, check_url, fetch_http
 from moviegen.redact import redact_text, redact_uri
 
 AssetKind = Literal["logo", "music", "lut", "image", "video", "lora"]
@@ -74,10 +75,12 @@ class AssetError(ValueError):
 
 @dataclass(frozen=True)
 class UriPolicy:
-    """Where a catalog row's files may come from: URI schemes, and local folders (None: any)."""
+    """Where a catalog row's files may come from: URI schemes, local folders (None: any), and the
+    non-public http(s) hosts allowed besides the public ones (see moviegen.netguard)."""
 
     schemes: tuple[str, ...] = ALLOWED_SCHEMES
     folders: tuple[Path, ...] | None = None
+    hosts: HostPolicy = NO_EXTRA_HOSTS
 
     @classmethod
     def from_settings(cls, inputs: Any) -> UriPolicy:
@@ -85,7 +88,7 @@ class UriPolicy:
         folders = None
         if inputs.allowed_folders is not None:
             folders = tuple(Path(f).expanduser().resolve() for f in inputs.allowed_folders)
-        return cls(tuple(inputs.allowed_schemes), folders)
+        return cls(tuple(inputs.allowed_schemes), folders, HostPolicy.parse(inputs.allowed_hosts))
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ def check_uri(uri: str, kind: AssetKind, policy: UriPolicy | None = None) -> str
     """Why ``uri`` cannot name a ``kind`` file, or None when it can.
 
     Checks the scheme and (for local files) the folder against ``policy``, refuses credentials
-    written into the URI, then the extension and that a local file exists.
+    written into the URI, then the extension, that a local file exists, and that an http(s) host
+    is public or allowed (a name that does not resolve here passes: the fetch checks again).
     """
     policy = policy or UriPolicy()
     scheme = _scheme(uri)
@@ -141,6 +145,11 @@ def check_uri(uri: str, kind: AssetKind, policy: UriPolicy | None = None) -> str
                 return f"{kind} file {path} does not exist: check the path (relative paths start at the working folder)"
         except (OSError, RuntimeError, ValueError) as exc:  # a name too long, a symlink loop
             return f"{kind} file cannot be looked up ({type(exc).__name__}): check the path"
+    if scheme in ("http", "https"):
+        try:
+            check_url(uri, policy.hosts)
+        except HostRefused as exc:
+            return str(exc)
     return None
 
 
@@ -166,7 +175,7 @@ def fetch_asset(uri: str, kind: AssetKind, cache_dir: Path, policy: UriPolicy | 
     with _fetch_lock:
         if key in _fetched and _fetched[key].path.is_file():
             return _fetched[key]
-    data = _read(uri, kind)
+    data = _read(uri, kind, policy or UriPolicy())
     digest = hashlib.sha256(data).hexdigest()
     suffix = Path(urlsplit(uri).path if scheme else uri).suffix.lower()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -203,11 +212,18 @@ def _local_path(uri: str) -> Path:
     return Path(uri[len("file://") :] if uri.lower().startswith("file://") else uri).expanduser().resolve()
 
 
-def _read(uri: str, kind: str) -> bytes:
+def _read(uri: str, kind: str, policy: UriPolicy) -> bytes:
     limit = MAX_BYTES[kind]
     try:
-        with fsspec.open(uri, "rb") as f:
-            data = f.read(limit + 1)
+        if _scheme(uri) in ("http", "https"):  # not fsspec's: the connection must go to the checked address
+            data = fetch_http(uri, limit=limit, hosts=policy.hosts, schemes=policy.schemes)
+        else:
+            with fsspec.open(uri, "rb") as f:
+                data = f.read(limit + 1)
+    except HostRefused as exc:
+        raise AssetError(f"{kind} {uri!r}: {exc}") from None
+    except FetchFailed as exc:
+        raise AssetError(f"{kind} {uri!r} {exc}") from None
     except FileNotFoundError:
         raise AssetError(f"{kind} {uri!r} does not exist: check the path or URL") from None
     except ImportError as exc:

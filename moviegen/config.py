@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from moviegen.layout import LabelPosition
+from moviegen.netguard import HostPolicy
 
 TINY_MODEL_ID = "moviegen/tiny-wan"
 
@@ -316,6 +317,11 @@ class InputSettings(BaseModel):
     allowed_folders: list[Path] | None = Field(
         None, description="Local folders rows may read from (none: anywhere the process can read)."
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Non-public http(s) hosts rows may fetch from (names, addresses, CIDR ranges); public hosts "
+        "always may. Loopback, private, link-local, unique-local, multicast and unspecified addresses are refused.",
+    )
 
     @field_validator("allowed_schemes")
     @classmethod
@@ -325,6 +331,12 @@ class InputSettings(BaseModel):
         if bad:
             raise ValueError(f"not a URI scheme: {', '.join(map(repr, bad))} (write e.g. https or s3)")
         return lowered
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_entries(cls, hosts: list[str]) -> list[str]:
+        HostPolicy.parse(hosts)  # raises ValueError naming the bad entry
+        return hosts
 
 
 class ScaleOutSettings(BaseModel):
@@ -379,6 +391,47 @@ class ReviewSettings(BaseModel):
         return self.campaigns.get(campaign_id, self.required)
 
 
+WEBHOOK_EVENTS = ("pending_review", "published", "rejected", "retired")
+WebhookEvent = Literal["pending_review", "published", "rejected", "retired"]
+
+
+class WebhookSettings(BaseModel):
+    """One receiver of rendition events (a DAM, a social scheduler, a chat bridge): see moviegen/publish/webhooks.py.
+
+    The URL is the operator's own configuration (it may hold a token, as Slack's do): it is
+    redacted wherever it is shown and not held to the row inputs' host policy.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="A slug naming the receiver; part of every Idempotency-Key.")
+    url: SecretStr = Field(..., description="http(s) URL each event is POSTed to.")
+    secret_env: str | None = Field(
+        None, description="Environment variable holding the HMAC secret for X-Moviegen-Signature (none: unsigned)."
+    )
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(WEBHOOK_EVENTS), description="Which events to send (default: all)."
+    )
+    channels: list[str] | None = Field(None, description="Only renditions for these channels (none: every channel).")
+    attempts: int = Field(5, ge=1, le=20, description="Tries per event on connection errors, timeouts and 5xx.")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="Seconds one request may take.")
+    retry_delay_s: float = Field(1.0, ge=0, le=60, description="Wait before the second try; doubled each time.")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, name: str) -> str:
+        if not name or not name.replace("-", "").replace("_", "").isalnum() or not name.isascii() or len(name) > 64:
+            raise ValueError("write the webhook's name as a slug (letters, digits, - and _), e.g. dam")
+        return name
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: SecretStr) -> SecretStr:
+        if not url.get_secret_value().lower().startswith(("http://", "https://")):
+            raise ValueError("a webhook URL starts with https:// (or http://)")
+        return url
+
+
 class Settings(BaseSettings):
     """Everything a run can be configured with."""
 
@@ -422,6 +475,9 @@ class Settings(BaseSettings):
     adherence: AdherenceSettings = Field(default_factory=AdherenceSettings)
     inputs: InputSettings = Field(default_factory=InputSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    webhooks: list[WebhookSettings] = Field(
+        default_factory=list, description="Receivers of rendition events: pending_review, published, rejected, retired."
+    )
     scaleout: ScaleOutSettings = Field(default_factory=ScaleOutSettings)
     retries: RetrySettings = Field(default_factory=RetrySettings)
 
@@ -457,8 +513,8 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     try:
         settings = Settings(**values)
         if overrides:
-            settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-            Settings.model_validate(settings.model_dump())
+            given = {k: v for k, v in overrides.items() if v is not None}  # each replaces its whole key
+            settings = Settings.model_validate({**settings.model_dump(), **given})
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(f"invalid configuration{source}:\n" + "\n".join(lines)) from None

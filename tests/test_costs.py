@@ -103,7 +103,8 @@ def test_plan_command_prints_estimate_and_layout(tmp_path, catalog_file):
     )
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert (plan["rows"], plan["valid"], plan["problems"], plan["workers"]) == (10, 9, 1, 3)
+    assert (plan["rows"], plan["valid"], plan["workers"]) == (10, 9, 3)
+    assert [(p["row"], p["column"], p["rule"]) for p in plan["problems"]] == [(9, "channels", "unknown_channel")]
     assert plan["cost_model"]["device"] == "cuda"
     big = plan["by_model"]["wan2.1-t2v-1.3b"]
     assert big["clips"] == 3 and big["gpu_s"] == pytest.approx(300.0, rel=0.01)
@@ -119,6 +120,7 @@ def test_plan_command_prints_estimate_and_layout(tmp_path, catalog_file):
     )
     assert human.returncode == 0, human.stderr
     assert "9 of 10 rows would run on cuda" in human.stdout and "shard-002" in human.stdout
+    assert "row 9, clip_id bad, column channels: unknown channel 'fax'" in " ".join(human.stderr.split())
 
 
 def test_render_workers_cover_a_clips_renditions_while_the_gpu_makes_the_next():

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from moviegen.assets import Asset, AssetError, fetch_asset, local_asset
+from moviegen.assets import Asset, AssetError, UriPolicy, fetch_asset, local_asset
 from moviegen.layout import Corner
 from moviegen.media import ffmpeg_binary
 from moviegen.presets import ChannelPreset, Style, builtin_luts
@@ -125,14 +125,14 @@ class RenditionSpec:
         }
 
 
-def resolve_lut(name_or_uri: str | None, asset_dir: Path) -> Asset | None:
-    """A style's LUT: one shipped with moviegen (by name) or a .cube file fetched from a path or URL."""
+def resolve_lut(name_or_uri: str | None, asset_dir: Path, policy: UriPolicy | None = None) -> Asset | None:
+    """A style's LUT: one shipped with moviegen (by name) or a .cube file fetched under ``policy``."""
     if not name_or_uri:
         return None
     shipped = builtin_luts()
     if name_or_uri in shipped:
         return local_asset(shipped[name_or_uri], "lut")
-    return fetch_asset(name_or_uri, "lut", asset_dir)
+    return fetch_asset(name_or_uri, "lut", asset_dir, policy)
 
 
 def rendition_spec(
@@ -142,11 +142,12 @@ def rendition_spec(
     *,
     asset_dir: Path,
     layers: Sequence[TextLayer] = (),
+    policy: UriPolicy | None = None,
 ) -> RenditionSpec:
     """Resolve one catalog row for one channel: the row's columns over the channel and the style.
 
-    Fetches the row's logo, music and LUT into ``asset_dir`` (raises AssetError when one cannot
-    be used). ``layers`` are extra text layers such as the AI-generated label.
+    Fetches the row's logo, music and LUT into ``asset_dir`` under the input ``policy`` (raises
+    AssetError when one cannot be used). ``layers`` are extra text layers such as the AI-generated label.
     """
     placement = {k: v for k, v in (("fit", clip.fit), ("anchor", clip.anchor)) if v}
     if placement:
@@ -159,16 +160,18 @@ def rendition_spec(
         caption=clip.caption,
         title=clip.title,
         cta=clip.cta,
-        logo=_fetch(clip.logo_uri, "logo", asset_dir, "logo_uri"),
+        logo=_fetch(clip.logo_uri, "logo", asset_dir, "logo_uri", policy),
         logo_position=clip.logo_position,  # type: ignore[arg-type]
-        music=_fetch(clip.music_uri, "music", asset_dir, "music_uri"),
-        lut=_with_column(lambda: resolve_lut(style.lut, asset_dir), "lut" if dict(clip.look).get("lut") else "style"),
+        music=_fetch(clip.music_uri, "music", asset_dir, "music_uri", policy),
+        lut=_with_column(
+            lambda: resolve_lut(style.lut, asset_dir, policy), "lut" if dict(clip.look).get("lut") else "style"
+        ),
         layers=tuple(layers),
     )
 
 
-def _fetch(uri: str | None, kind: Any, asset_dir: Path, column: str) -> Asset | None:
-    return _with_column(lambda: fetch_asset(uri, kind, asset_dir), column) if uri else None
+def _fetch(uri: str | None, kind: Any, asset_dir: Path, column: str, policy: UriPolicy | None) -> Asset | None:
+    return _with_column(lambda: fetch_asset(uri, kind, asset_dir, policy), column) if uri else None
 
 
 def _with_column(fetch: Any, column: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from moviegen.assets import UriPolicy
 from moviegen.config import ConfigError, Settings
 from moviegen.generation.device import Device, pick_device, use_deterministic_algorithms
 from moviegen.presets import ChannelPreset, Style, channel_presets, styles
@@ -120,6 +122,11 @@ class RunContext:
     # Loaded once per run; repr=False keeps the private key out of any repr of the context.
     signer: SigningIdentity = field(repr=False)
     interrupted_runs: list[str] = field(default_factory=list)  # killed runs this one resumes
+
+    @functools.cached_property
+    def uri_policy(self) -> UriPolicy:
+        """Where this run may fetch a row's files from (``settings.inputs``)."""
+        return UriPolicy.from_settings(self.settings.inputs)
 
 
 def start_run(settings: Settings, run_id: str | None = None) -> RunContext:

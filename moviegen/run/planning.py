@@ -69,7 +69,8 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
     if ref.location not in revisions:
         revisions[ref.location] = model_revision(ref, settings.cache_dir)
     info = ref.info
-    request = replace(generation_request(spec, info, settings), **conditioning_inputs(spec, ctx.work_dir / "assets"))
+    conditioning = conditioning_inputs(spec, ctx.work_dir / "assets", ctx.uri_policy)
+    request = replace(generation_request(spec, info, settings), **conditioning)
     scorer = None
     if spec.best_of > 1:
         if not settings.adherence.model:
@@ -101,18 +102,17 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
         scorer=scorer,
         options=options,
         audio=audio,
-        loras=lora_adapters(spec, settings, ctx.work_dir / "assets"),
+        loras=lora_adapters(spec, ctx.uri_policy, settings, ctx.work_dir / "assets"),
     )
 
 
-def lora_adapters(spec: ClipSpec, settings: Settings, asset_dir: Path) -> tuple[LoraAdapter, ...]:
+def lora_adapters(spec: ClipSpec, policy: UriPolicy, settings: Settings, asset_dir: Path) -> tuple[LoraAdapter, ...]:
     """The configuration's LoRA adapters, then the row's, fetched under the input policy and checked.
 
     Each is identified by its content hash and scale (part of the clip_key); raises AssetError
     naming the column (``loras``) when one cannot be fetched or is not a safetensors file.
     """
     wanted = [(lora.uri, lora.scale) for lora in settings.generation.loras] + list(spec.loras)
-    policy = UriPolicy.from_settings(settings.inputs)
     adapters = []
     for uri, scale in wanted:
         asset = _fetch_input(uri, "lora", asset_dir, "loras", policy)
@@ -142,19 +142,19 @@ def generation_request(spec: ClipSpec, info: ModelInfo, settings: Settings) -> G
     )
 
 
-def conditioning_inputs(spec: ClipSpec, asset_dir: Path) -> dict[str, Any]:
-    """The reference image or source clip, fetched and checked: content hash (identity) and local copy."""
+def conditioning_inputs(spec: ClipSpec, asset_dir: Path, policy: UriPolicy) -> dict[str, Any]:
+    """The reference image or source clip, fetched under ``policy`` and checked: content hash and local copy."""
     if spec.reference_image:
-        image = _fetch_input(spec.reference_image, "image", asset_dir, "reference_image")
+        image = _fetch_input(spec.reference_image, "image", asset_dir, "reference_image", policy)
         return {"reference_sha256": image.sha256, "reference_path": str(image.path)}
     if spec.source_video:
-        clip = _fetch_input(spec.source_video, "video", asset_dir, "source_video")
+        clip = _fetch_input(spec.source_video, "video", asset_dir, "source_video", policy)
         strength = spec.edit_strength if spec.edit_strength is not None else DEFAULT_EDIT_STRENGTH
         return {"source_sha256": clip.sha256, "source_path": str(clip.path), "strength": strength}
     return {}
 
 
-def _fetch_input(uri: str, kind: Any, asset_dir: Path, column: str, policy: UriPolicy | None = None) -> Any:
+def _fetch_input(uri: str, kind: Any, asset_dir: Path, column: str, policy: UriPolicy) -> Any:
     try:
         return fetch_asset(uri, kind, asset_dir, policy)
     except AssetError as exc:
@@ -240,7 +240,9 @@ def rendition_spec_for(clip: ClipPlan, channel: str, ctx: RunContext) -> Renditi
     preset, style = ctx.presets[channel], ctx.styles[clip.spec.style]
     label = label_layer(channel, (preset.width, preset.height), ctx.settings.provenance)
     layers = (label,) if label else ()
-    return rendition_spec(clip.spec, preset, style, asset_dir=ctx.work_dir / "assets", layers=layers)
+    return rendition_spec(
+        clip.spec, preset, style, asset_dir=ctx.work_dir / "assets", layers=layers, policy=ctx.uri_policy
+    )
 
 
 @dataclass(frozen=True)
