@@ -255,6 +255,8 @@ def _print_summary(result: dict) -> None:
             f"  {len(waiting)} rendition(s) waiting for review under {out}/review/; approve with: "
             + "; ".join(f"moviegen review approve {c} --by NAME --out {out}" for c in campaigns)
         )
+    if result.get("webhooks"):
+        console.print("  " + _webhooks_line(result["webhooks"]))
     for shard in result.get("shards", []):
         where = f" on {shard['worker']}" if shard.get("worker") else ""
         attempts = len(shard["attempts"])
@@ -778,7 +780,7 @@ def _webhooks_line(counts: dict[str, int]) -> str:
     return line
 
 
-webhooks_app = typer.Typer(help="Webhooks: send again the events receivers have not acknowledged.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Webhooks: send again what receivers have not acknowledged.", no_args_is_help=True)
 app.add_typer(webhooks_app, name="webhooks")
 
 

@@ -32,12 +32,12 @@ def review(
     Returns the manifest rows written and the renditions refused; the run fails when nothing
     matched or a file changed since it was reviewed, so the reviewer sees it in the UI.
     """
-    root = OutputRoot(load_settings(config or None, out=out or None).out)
-    clips = clip_ids or []
+    settings = load_settings(config or None, out=out or None)
+    root, clips, hooks = OutputRoot(settings.out), clip_ids or [], settings.webhooks
     if decision == "approve":
-        outcome = approve(root, campaign_id, clips, reviewer, note or None, channel or None)
+        outcome = approve(root, campaign_id, clips, reviewer, note or None, channel or None, hooks)
     else:
-        outcome = reject(root, campaign_id, clips, reviewer, note, channel or None)
+        outcome = reject(root, campaign_id, clips, reviewer, note, channel or None, hooks)
     log = get_run_logger()
     for row in outcome.rows:
         log.info("%s %s/%s on %s: %s", row["status"], row["campaign_id"], row["clip_id"], row["channel"], row["path"])
@@ -47,4 +47,5 @@ def review(
         "decision": decision,
         "run_id": outcome.run_id,
         "renditions": [{k: row[k] for k in ("campaign_id", "clip_id", "channel", "path")} for row in outcome.rows],
+        "webhooks": outcome.webhooks.to_json() if outcome.webhooks else None,
     }

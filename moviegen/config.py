@@ -550,6 +550,12 @@ def register_settings_secrets(settings: Settings) -> None:
     """Register the configuration's secret strings, so redaction masks them wherever they would appear."""
     from moviegen.redact import register_secret  # late: keeps this module's imports minimal
 
+    for hook in settings.webhooks:  # a webhook URL often is its own credential (Slack's, Teams')
+        url = hook.url.get_secret_value()
+        register_secret(url)
+        path = url.split("://", 1)[-1].partition("/")[2]
+        if len(path) >= 16:
+            register_secret(path)
     provenance = settings.provenance
     for secret in (provenance.private_key_pem, provenance.private_key_password):
         if secret is not None:

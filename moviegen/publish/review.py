@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from moviegen.config import WebhookSettings
 from moviegen.publish.manifest import (
     adopt_interrupted,
     clear_intent,
@@ -28,6 +29,7 @@ from moviegen.publish.manifest import (
     record_intent,
     superseded_key,
 )
+from moviegen.publish.webhooks import DeliveryReport, deliver_manifest_rows
 from moviegen.store import (
     MANIFEST_SCHEMA,
     PENDING_REVIEW,
@@ -56,6 +58,7 @@ class ReviewOutcome:
     run_id: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # one message per rendition that was not decided
+    webhooks: DeliveryReport | None = None  # the decision's events, sent to the configured webhooks
 
 
 def pending_reviews(
@@ -86,11 +89,13 @@ def approve(
     by: str,
     note: str | None = None,
     channel: str | None = None,
+    webhooks: Sequence[WebhookSettings] = (),
 ) -> ReviewOutcome:
     """Publish the waiting renditions of ``clip_ids`` (every waiting one of the campaign when empty).
 
     Each file must still be the one its manifest row recorded (sha256); one that is not is refused
-    and stays waiting. Raises ReviewError when nothing of that campaign (and clips) waits.
+    and stays waiting. Raises ReviewError when nothing of that campaign (and clips) waits. The
+    ``published`` events go to ``webhooks``.
     """
     outcome = ReviewOutcome("approve", new_run_id())
     for row in _chosen(out, campaign_id, clip_ids, channel, by):
@@ -99,6 +104,7 @@ def approve(
             outcome.refused.append(problem)
             continue
         outcome.rows.append(_publish_reviewed(out, row, by, note, outcome.run_id))
+    outcome.webhooks = deliver_manifest_rows(out, webhooks, outcome.rows, outcome.run_id)
     return outcome
 
 
@@ -109,8 +115,12 @@ def reject(
     by: str,
     note: str,
     channel: str | None = None,
+    webhooks: Sequence[WebhookSettings] = (),
 ) -> ReviewOutcome:
-    """Refuse the waiting renditions of ``clip_ids``: never published, recorded with the note, files retired."""
+    """Refuse the waiting renditions of ``clip_ids``: never published, recorded with the note, files retired.
+
+    The ``rejected`` events go to ``webhooks``.
+    """
     if not clip_ids:
         raise ReviewError("name the clips to reject: a whole campaign is never rejected by omission")
     if not note.strip():
@@ -147,6 +157,7 @@ def reject(
         }
         out.append_rows("rejected", REJECTED_SCHEMA, [rejected], outcome.run_id)
         outcome.rows.append(decided)
+    outcome.webhooks = deliver_manifest_rows(out, webhooks, outcome.rows, outcome.run_id)
     return outcome
 
 

@@ -13,6 +13,7 @@ from moviegen import __version__
 from moviegen.catalog.check import CatalogValidation
 from moviegen.costs import GENERATE, LOAD, RENDER, TIMINGS_SCHEMA, timing_row
 from moviegen.generation.loading import process_pipeline_cache
+from moviegen.publish.webhooks import deliver_manifest_rows
 from moviegen.records import CampaignPlan, Master, Rendition
 from moviegen.redact import redact_uri
 from moviegen.report.page import write_report
@@ -107,6 +108,7 @@ class RunSummary:
     interrupted_runs: list[str] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
     pending_review: list[dict[str, Any]] = field(default_factory=list)  # renditions waiting under review/
+    webhooks: dict[str, int] | None = None  # events delivered, failed and refused (None: no webhooks configured)
 
     @property
     def exit_code(self) -> int:
@@ -135,6 +137,7 @@ class RunSummary:
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "model_loads": self.model_loads,
             "retired": self.retired,
+            "webhooks": self.webhooks,
             "shards": self.shards,
             "exit_code": self.exit_code,
             "started_at": self.started_at.isoformat() if self.started_at else None,
@@ -169,6 +172,7 @@ def finish_run(
     for run_id in [ctx.run_id, *ctx.interrupted_runs]:  # a killed run left its small parts behind
         ctx.out.compact_run("manifest", MANIFEST_SCHEMA, run_id)
         ctx.out.compact_run("scores", SCORES_SCHEMA, run_id)
+    webhooks = send_run_events(ctx)
     stage_seconds: dict[str, float] = defaultdict(float, {**validation.seconds, "plan": plan.seconds})
     for m in masters:
         stage_seconds["generate"] += m.seconds
@@ -201,10 +205,24 @@ def finish_run(
         adopted=plan.adopted,
         interrupted_runs=ctx.interrupted_runs,
         fallbacks=[f"{m.clip.spec.clip_id}: {note}" for m in masters for note in m.fallbacks],
+        webhooks=webhooks,
     )
     summary.report = write_report(ctx.out, summary.to_json())
     ctx.out.write_json(summary.to_json(), "runs", ctx.run_id, "run.json")
     return summary
+
+
+def send_run_events(ctx: RunContext) -> dict[str, int] | None:
+    """Send this run's manifest rows (and those of the killed runs it finished) to the configured webhooks.
+
+    Every executor ends here, so a campaign's events go out once, from the run that owns its
+    manifest rows, whichever workers rendered them. Returns the counts, or None without webhooks.
+    """
+    if not ctx.settings.webhooks:
+        return None
+    runs = {ctx.run_id, *ctx.interrupted_runs}
+    rows = [r for r in ctx.out.read_rows("manifest", MANIFEST_SCHEMA).to_pylist() if r["run_id"] in runs]
+    return deliver_manifest_rows(ctx.out, ctx.settings.webhooks, rows, ctx.run_id).to_json()
 
 
 def jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
