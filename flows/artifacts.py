@@ -21,6 +21,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from moviegen import progress
@@ -108,3 +109,33 @@ def publish_run_artifacts(run: dict[str, Any], tracker: ProgressTracker | None =
         )
     except Exception as exc:
         log.warning("the Prefect artifacts of run %s could not be created: %s", run["run_id"], exc)
+
+
+REVIEW_WAITING_EVENT = "moviegen.review.waiting"  # deployments/notifications.py tells the reviewers on it
+
+
+def emit_review_waiting(run: dict[str, Any]) -> int:
+    """One Prefect event per campaign with renditions waiting for review: what an automation notifies people on.
+
+    The resource is ``moviegen.campaign.<campaign_id>``; the payload holds the count, the clips,
+    the report and the command that approves them. Returns the number of events emitted.
+    """
+    waiting: dict[str, list[dict[str, Any]]] = {}
+    for row in run.get("pending_review") or []:
+        waiting.setdefault(row["campaign_id"], []).append(row)
+    out = run["out"]
+    report = (run.get("report") or {}).get("path")
+    for campaign_id, rows in sorted(waiting.items()):
+        emit_event(
+            event=REVIEW_WAITING_EVENT,
+            resource={"prefect.resource.id": f"moviegen.campaign.{campaign_id}", "prefect.resource.name": campaign_id},
+            payload={
+                "campaign_id": campaign_id,
+                "run_id": run["run_id"],
+                "count": len(rows),
+                "clips": sorted({r["clip_id"] for r in rows}),
+                "report": f"{out.rstrip('/')}/{report}" if report else None,
+                "approve": f"moviegen review approve {campaign_id} --by NAME --out {out}",
+            },
+        )
+    return len(waiting)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.artifacts import ProgressTracker, publish_run_artifacts
+from flows.artifacts import ProgressTracker, emit_review_waiting, publish_run_artifacts
 from flows.fan_out import generate_and_render, run_distributed
 from moviegen.config import Settings, load_settings
 from moviegen.redact import install_log_redaction
@@ -117,8 +117,10 @@ def campaign(
     summary = finish_run_task(ctx, validation, plan, masters, renditions, retired=retired, **facts)
     result = summary.to_json()
 
-    # 5. The same summary in the Prefect UI: a table of clips and a markdown summary.
+    # 5. The same summary in the Prefect UI: a table of clips and a markdown summary; an event per
+    #    campaign waiting for review, for the automations that tell people (deployments/notifications.py).
     publish_run_artifacts(result, tracker)
+    emit_review_waiting(result)
     if fail_on_problems and summary.exit_code:
         raise CampaignProblems(
             f"{len(summary.problems)} row(s) or clip(s) were rejected or failed; "
