@@ -5,7 +5,8 @@ big campaign must not wait on it. Goal: read + validate 10,000 rows in under 5 s
 Solution: measure what ``moviegen validate`` does, stage by stage, in one process: read the
 Parquet file, validate every row (schema, channels, styles, models, URIs), then the prompt gate
 (policy terms and the text classifier), over the Movie Gen Bench prompts cycled to N rows with
-varied channels, styles, aspects, captions and hashtags. The prompts are read where they live
+varied channels, styles, aspects, captions, hashtags and https logo URIs on 20 hosts (each host
+resolved and checked against the input policy). The prompts are read where they live
 (``shared/benchmarks/moviegenbench`` beside the checkout, or ``$MOVIEGENBENCH_DIR``), never copied.
 
     .venv/bin/python benchmarks/bench_validation.py [--rows 10000] [--repeats 3] [--json]
@@ -46,6 +47,8 @@ def build_rows(prompts: list[str], n: int, channels: list[str], styles: list[str
         }
         if i % 4 == 0:
             row.update(title="New season", cta="Shop now", logo_position="bottom_left", saturation=1.2)
+            # 20 CDN hosts: each row's http(s) host is resolved and checked (moviegen.netguard), once a minute per host
+            row["logo_uri"] = f"https://cdn{i % 20}.brand.example/kit/logo.png?v={i % 3}"
         rows.append(row)
     return rows
 

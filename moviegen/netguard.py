@@ -107,7 +107,7 @@ def refused_kind(address: IpAddress) -> str | None:
     return None if address.is_global else "not globally routable"
 
 
-_resolved: dict[tuple[str, int, int], list[IpAddress]] = {}
+_resolved: dict[tuple[str, int, int], list[IpAddress] | str] = {}  # addresses, or why the name did not resolve
 _resolved_lock = threading.Lock()
 
 
@@ -122,13 +122,18 @@ def resolve(host: str, port: int) -> list[IpAddress]:
         return [literal]
     key = (host.lower(), port, int(time.monotonic() // 60))
     with _resolved_lock:
-        if key in _resolved:
-            return _resolved[key]
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
-    with _resolved_lock:
-        _resolved[key] = addresses
-    return addresses
+        answer = _resolved.get(key)
+    if answer is None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            answer = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+        except (OSError, UnicodeError) as exc:
+            answer = f"{type(exc).__name__}: {exc}"  # a name that does not resolve is asked once a minute too
+        with _resolved_lock:
+            _resolved[key] = answer
+    if isinstance(answer, str):
+        raise OSError(answer)
+    return answer
 
 
 def check_host(host: str, port: int, policy: HostPolicy, *, must_resolve: bool) -> list[IpAddress]:
