@@ -64,6 +64,7 @@ QUEUED, DELIVERED, FAILED, REFUSED = "queued", "delivered", "failed", "refused"
 EVENTS = {PENDING_REVIEW: "pending_review", PUBLISHED: "published", REVIEW_REJECTED: "rejected", RETIRED: "retired"}
 SIGNED_URL_S = 7 * 24 * 3600  # the longest an S3 presigned URL may live
 SIGNATURE_HEADER = "X-Moviegen-Signature"
+RECORD_BATCH, RECORD_EVERY_S = 100, 2.0  # outcome rows per webhooks/ part, and the longest they wait
 
 
 class TransientDelivery(OSError):
@@ -157,11 +158,12 @@ def _send_all(out: OutputRoot, events: list[Event], fresh: list[Event], report: 
     now = utc_now()
     out.append_rows("webhooks", WEBHOOKS_SCHEMA, [_row(e, report.run_id, 0, QUEUED, now) for e in fresh], report.run_id)
     down: set[str] = set()  # webhooks whose receiver failed an event's every attempt in this pass
+    attempts: list[dict[str, Any]] = []
+    flushed = time.monotonic()
     for event in events:
         if event.webhook.name in down:
             report.failed.append(event.key)
             continue
-        attempts: list[dict[str, Any]] = []
         try:
             _send(event, attempts, report.run_id)
             report.delivered.append(event.key)
@@ -170,7 +172,12 @@ def _send_all(out: OutputRoot, events: list[Event], fresh: list[Event], report: 
         except TransientDelivery:
             report.failed.append(event.key)
             down.add(event.webhook.name)
-        out.append_rows("webhooks", WEBHOOKS_SCHEMA, attempts, report.run_id)
+        # Outcomes are written in batches (a part file per event would cost more than the POST): a
+        # crash loses at most the last batch's records, and those events are sent again, same key.
+        if len(attempts) >= RECORD_BATCH or time.monotonic() - flushed > RECORD_EVERY_S:
+            out.append_rows("webhooks", WEBHOOKS_SCHEMA, attempts, report.run_id)
+            attempts, flushed = [], time.monotonic()
+    out.append_rows("webhooks", WEBHOOKS_SCHEMA, attempts, report.run_id)
     out.compact_run("webhooks", WEBHOOKS_SCHEMA, report.run_id)
     if report.failed or report.refused:
         log.warning("webhooks: %d events failed and %d were refused: `moviegen webhooks retry` sends them again",
@@ -178,7 +185,7 @@ def _send_all(out: OutputRoot, events: list[Event], fresh: list[Event], report: 
 
 
 def _send(event: Event, attempts: list[dict[str, Any]], run_id: str) -> None:
-    """POST one event, retried with backoff on transient failures; each attempt's row goes to ``attempts``."""
+    """POST one event, retried with backoff on transient failures; each attempt's row is added to ``attempts``."""
     hook = event.webhook
     try:
         secret = _secret(hook)
@@ -188,6 +195,7 @@ def _send(event: Event, attempts: list[dict[str, Any]], run_id: str) -> None:
     url = hook.url.get_secret_value()
     # Bounded in time as well as in count: the tries' timeouts and waits, and not a second more.
     deadline = time.monotonic() + hook.attempts * hook.timeout_s + hook.retry_delay_s * (2**hook.attempts - 1)
+    tries: list[dict[str, Any]] = []
 
     def attempt() -> None:
         body = json.dumps({**event.payload, "sent_at": utc_now().isoformat()}, sort_keys=True).encode()
@@ -205,14 +213,17 @@ def _send(event: Event, attempts: list[dict[str, Any]], run_id: str) -> None:
             outcome = FAILED if exc.code >= 500 or exc.code in (408, 429) else REFUSED
         except (OSError, ValueError) as exc:  # refused connection, DNS, timeout, a broken URL
             error, outcome = f"{type(exc).__name__}: {exc}", FAILED
-        attempts.append(_row(event, run_id, len(attempts) + 1, outcome, utc_now(), status, error))
+        tries.append(_row(event, run_id, len(tries) + 1, outcome, utc_now(), status, error))
         if outcome == REFUSED:
             raise RefusedDelivery(error)
         if outcome == FAILED:
             raise (OutOfTime if time.monotonic() > deadline else TransientDelivery)(error)
 
     what = f"webhook {hook.name} ({event.key})"
-    retry(attempt, hook.attempts, (TransientDelivery,), what, hook.retry_delay_s, permanent=(OutOfTime,))
+    try:
+        retry(attempt, hook.attempts, (TransientDelivery,), what, hook.retry_delay_s, permanent=(OutOfTime,))
+    finally:
+        attempts.extend(tries)
 
 
 def _secret(hook: WebhookSettings) -> str | None:
