@@ -72,9 +72,11 @@ MANIFEST_SCHEMA = pa.schema(
 
 # Manifest statuses. The publication track: published, then maybe retired. The review track: a
 # rendition waits as pending_review (its files under review/), then is approved (a published row
-# with reviewed_by) or rejected (review_rejected; its files move to retired/).
+# with reviewed_by) or rejected (review_rejected; its files move to retired/), or is withdrawn.
+# withdrawn: a waiting rendition whose row left the catalog (``--prune``); its files move to retired/.
 PUBLISHED, RETIRED = "published", "retired"
-PENDING_REVIEW, REVIEW_REJECTED = "pending_review", "review_rejected"
+PENDING_REVIEW, REVIEW_REJECTED, WITHDRAWN = "pending_review", "review_rejected", "withdrawn"
+REVIEW_STATUSES = (PENDING_REVIEW, REVIEW_REJECTED, WITHDRAWN)  # the review track's own rows
 
 REJECTED_SCHEMA = pa.schema(
     [
@@ -350,6 +352,12 @@ def retired_paths(channel: str, campaign_id: str, clip_id: str, rendition_key: s
         "sidecar": (*base, f"{rendition_key}.json"),
         "poster": (*base, f"{rendition_key}.jpg"),
     }
+
+
+def move_rendition(out: OutputRoot, source: dict[str, tuple[str, ...]], target: dict[str, tuple[str, ...]]) -> None:
+    """Move a rendition's video (first: it stops being where it was at once), sidecar and poster."""
+    for part in ("video", "sidecar", "poster"):
+        out.move(source[part], target[part])
 
 
 def review_paths(channel: str, campaign_id: str, clip_id: str) -> dict[str, tuple[str, ...]]:

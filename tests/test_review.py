@@ -130,6 +130,28 @@ def test_approve_rejects_and_reruns(reviewed, prefect_api):
     write_catalog(rows, str(catalog))
 
 
+def test_prune_withdraws_a_waiting_rendition_whose_row_left(reviewed, tmp_path):
+    """After the test above: c and d wait. Without c in the catalog, --prune withdraws it; back, it waits again."""
+    catalog, settings, out, rows, _ = reviewed
+    root = OutputRoot(str(out))
+    without_c = tmp_path / "without-c.parquet"
+    write_catalog([r for r in rows if r["clip_id"] != "c"], str(without_c))
+    pruned = run_campaign_plain(str(without_c), settings, prune=True)
+    [withdrawn] = pruned.retired
+    assert (withdrawn["clip_id"], withdrawn["status"]) == ("c", "withdrawn")
+    assert not (out / "review/youtube/test-camp/c.mp4").exists()
+    assert (out / withdrawn["path"]).is_file() and withdrawn["path"].startswith("retired/youtube/test-camp/c/")
+    assert [r["clip_id"] for r in pending_reviews(root)] == ["d"]
+    assert (out / "published/youtube/test-camp/a.mp4").is_file()  # a is still in the catalog: kept
+    history = {(r["clip_id"], r["status"]): r["state"] for r in manifest_history(root)}
+    assert history[("c", "withdrawn")] == "withdrawn" and history[("c", "pending_review")] == "superseded"
+
+    back = run_campaign_plain(str(catalog), settings)
+    assert back.generated == 0  # its master is reused: only the rendition is made again, for review
+    assert [r["clip_id"] for r in back.pending_review if r["run_id"] == back.run_id] == ["c"]
+    assert [r["clip_id"] for r in pending_reviews(root)] == ["c", "d"]
+
+
 def test_an_approval_killed_before_its_record_is_finished_by_the_next_look(tmp_path, tiny_model):
     """kill -9 between moving the approved video into published/ and writing its manifest row."""
     catalog = tmp_path / "catalog.parquet"

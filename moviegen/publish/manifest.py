@@ -12,10 +12,9 @@ import pyarrow as pa
 from moviegen.store import (
     JOURNAL,
     MANIFEST_SCHEMA,
-    PENDING_REVIEW,
     PUBLISHED,
     RETIRED,
-    REVIEW_REJECTED,
+    REVIEW_STATUSES,
     OutputRoot,
     sha256_file,
 )
@@ -35,8 +34,9 @@ def latest_renditions(out: OutputRoot) -> dict[RenditionSlot, dict[str, Any]]:
 
 
 def latest_reviews(out: OutputRoot) -> dict[RenditionSlot, dict[str, Any]]:
-    """The latest review row per (campaign_id, clip_id, channel): pending_review, review_rejected, or its approval."""
-    return _latest(out, lambda row: row["status"] in (PENDING_REVIEW, REVIEW_REJECTED) or bool(row["reviewed_by"]))
+    """The latest review row per (campaign_id, clip_id, channel): pending_review, review_rejected, withdrawn, or
+    its approval."""
+    return _latest(out, lambda row: row["status"] in REVIEW_STATUSES or bool(row["reviewed_by"]))
 
 
 def _latest(out: OutputRoot, wanted: Any) -> dict[RenditionSlot, dict[str, Any]]:
@@ -61,7 +61,7 @@ def manifest_history(out: OutputRoot) -> list[dict[str, Any]]:
 
     Adds ``state`` and ``superseded_by`` (the run_id of the row that ended it). A publication row
     is "current", "superseded" or "retired"; a review row is "pending_review", "review_rejected",
-    "approved" (a published row of the same rendition followed) or "superseded" (another
+    "withdrawn", "approved" (a published row of the same rendition followed) or "superseded" (another
     rendition of the slot went to review). Rows from before the refresh columns read as published.
     """
     rows = sorted(out.read_rows("manifest", MANIFEST_SCHEMA).to_pylist(), key=lambda r: r["published_at"])
@@ -69,7 +69,7 @@ def manifest_history(out: OutputRoot) -> list[dict[str, Any]]:
     for row in rows:
         row["status"] = row["status"] or PUBLISHED
         slot = (row["campaign_id"], row["clip_id"], row["channel"])
-        review = row["status"] in (PENDING_REVIEW, REVIEW_REJECTED)
+        review = row["status"] in REVIEW_STATUSES
         track = (*slot, "review" if review else "publication")
         if track in latest:
             latest[track]["state"], latest[track]["superseded_by"] = "superseded", row["run_id"]

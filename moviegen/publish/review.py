@@ -37,6 +37,7 @@ from moviegen.store import (
     REJECTED_SCHEMA,
     REVIEW_REJECTED,
     OutputRoot,
+    move_rendition,
     new_run_id,
     published_paths,
     retired_paths,
@@ -130,8 +131,7 @@ def reject(
         now = utc_now()
         source = review_paths(row["channel"], row["campaign_id"], row["clip_id"])
         target = retired_paths(row["channel"], row["campaign_id"], row["clip_id"], row["rendition_key"])
-        for part in ("video", "sidecar", "poster"):
-            out.move(source[part], target[part])
+        move_rendition(out, source, target)
         decided = {
             **row,
             "run_id": outcome.run_id,

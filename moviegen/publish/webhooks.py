@@ -35,7 +35,16 @@ import pyarrow as pa
 from moviegen.config import WebhookSettings
 from moviegen.redact import redact_text, register_secret
 from moviegen.reliability import retry
-from moviegen.store import PENDING_REVIEW, PUBLISHED, RETIRED, REVIEW_REJECTED, OutputRoot, new_run_id, utc_now
+from moviegen.store import (
+    PENDING_REVIEW,
+    PUBLISHED,
+    RETIRED,
+    REVIEW_REJECTED,
+    WITHDRAWN,
+    OutputRoot,
+    new_run_id,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +70,8 @@ WEBHOOKS_SCHEMA = pa.schema(
 QUEUED, DELIVERED, FAILED, REFUSED = "queued", "delivered", "failed", "refused"
 
 # Manifest status -> event name.
-EVENTS = {PENDING_REVIEW: "pending_review", PUBLISHED: "published", REVIEW_REJECTED: "rejected", RETIRED: "retired"}
+EVENTS = {PENDING_REVIEW: "pending_review", PUBLISHED: "published", REVIEW_REJECTED: "rejected", RETIRED: "retired",
+          WITHDRAWN: "retired"}  # fmt: skip
 SIGNED_URL_S = 7 * 24 * 3600  # the longest an S3 presigned URL may live
 SIGNATURE_HEADER = "X-Moviegen-Signature"
 RECORD_BATCH, RECORD_EVERY_S = 100, 2.0  # outcome rows per webhooks/ part, and the longest they wait

@@ -38,8 +38,11 @@ from moviegen.store import (
     PENDING_REVIEW,
     PUBLISHED,
     RETIRED,
+    WITHDRAWN,
+    move_rendition,
     published_paths,
     retired_paths,
+    review_paths,
     utc_now,
 )
 from moviegen.watermark.marking import WatermarkPlan, plan_watermark
@@ -215,7 +218,11 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
             ):
                 plan.already_published.append(row)
                 plan.adopted += 1
-            elif (review := reviews.get(slot)) is not None and review["rendition_key"] == keys[channel]:
+            elif (
+                (review := reviews.get(slot)) is not None
+                and review["rendition_key"] == keys[channel]
+                and review["status"] != WITHDRAWN  # its row left the catalog and came back: to review afresh
+            ):
                 waiting = review["status"] == PENDING_REVIEW
                 if waiting and not ctx.out.fs.exists(f"{ctx.out.root}/{review['path']}"):
                     missing.append(channel)  # its file was removed by hand: render it for review again
@@ -271,7 +278,8 @@ def rendition_key_for(clip: ClipPlan, channel: str, ctx: RunContext) -> str:
 
 
 def prune_campaign(validation: CatalogValidation, ctx: RunContext) -> list[dict[str, Any]]:
-    """``--prune``: retire the published renditions of rows (or channels) that left the catalog.
+    """``--prune``: retire the published renditions of rows (or channels) that left the catalog, and
+    withdraw their renditions waiting for review.
 
     Only the campaigns this catalog names are looked at, so one campaign's catalog never retires
     another's videos. A row still in the catalog keeps its renditions even when it is invalid now
@@ -280,32 +288,37 @@ def prune_campaign(validation: CatalogValidation, ctx: RunContext) -> list[dict[
     wanted = {(s.campaign_id, s.clip_id, channel) for s in validation.specs for channel in s.channels}
     still_listed = {(p.campaign_id, p.clip_id) for p in validation.problems if p.clip_id}
     campaigns = {s.campaign_id for s in validation.specs} | {p.campaign_id for p in validation.problems}
+
+    def left(key: tuple[str, str, str]) -> bool:
+        return key[0] in campaigns and key not in wanted and key[:2] not in still_listed
+
     retired = []
     for key, row in sorted(latest_renditions(ctx.out).items()):
-        campaign_id, clip_id, _ = key
-        if (row["status"] or PUBLISHED) != PUBLISHED or campaign_id not in campaigns:
-            continue
-        if key not in wanted and (campaign_id, clip_id) not in still_listed:
+        if (row["status"] or PUBLISHED) == PUBLISHED and left(key):
             retired.append(retire_rendition(row, ctx))
+    for key, row in sorted(latest_reviews(ctx.out).items()):
+        if row["status"] == PENDING_REVIEW and left(key):
+            retired.append(retire_rendition(row, ctx, WITHDRAWN))
     return retired
 
 
-def retire_rendition(row: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    """Move a rendition's files from ``published/`` to ``retired/`` and append its "retired" manifest row.
+def retire_rendition(row: dict[str, Any], ctx: RunContext, status: str = RETIRED) -> dict[str, Any]:
+    """Move a rendition's files to ``retired/`` and append its manifest row: "retired" for a published
+    one, "withdrawn" for one waiting under ``review/``.
 
     The video moves first (a rename on local disks), so the rendition stops being published at
     once. A run killed half way is finished by the next ``--prune``: the manifest row is written
     last and the retired paths depend on the rendition, not on the run.
     """
-    source = published_paths(row["channel"], row["campaign_id"], row["clip_id"])
+    where = review_paths if status == WITHDRAWN else published_paths
+    source = where(row["channel"], row["campaign_id"], row["clip_id"])
     target = retired_paths(row["channel"], row["campaign_id"], row["clip_id"], row["rendition_key"])
-    for part in ("video", "sidecar", "poster"):
-        ctx.out.move(source[part], target[part])
+    move_rendition(ctx.out, source, target)
     retired = {
         **row,
         "run_id": ctx.run_id,
         "path": "/".join(target["video"]),
-        "status": RETIRED,
+        "status": status,
         "supersedes": row["rendition_key"],
         "published_at": utc_now(),
     }
