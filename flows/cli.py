@@ -369,6 +369,12 @@ def plan(
         entry = by_model.setdefault(item.model, {"clips": 0, "gpu_s": 0.0, "rate": vars(cost.rate(item.model))})
         entry["clips"] += 1
         entry["gpu_s"] += item.generate_s
+    continued: dict[str, dict[str, int]] = {}  # the models continuing long clips: extra calls, maybe extra loads
+    for item in items:
+        if item.continuation is not None:
+            entry = continued.setdefault(item.continuation, {"clips": 0, "calls": 0})
+            entry["clips"] += 1
+            entry["calls"] += item.segments - 1
     cores = cores or len(os.sched_getaffinity(0))
     sizing = {s.shard_id: render_sizing(s.items, cores) for s in layout.shards}
     report = {
@@ -378,6 +384,7 @@ def plan(
         **layout.to_json(),
         "wall_s": round(layout.makespan_s, 3),
         "by_model": {m: {**e, "gpu_s": round(e["gpu_s"], 3)} for m, e in sorted(by_model.items())},
+        "continuations": continued,
         "cost_model": cost.describe(),
         "render_sizing": {
             "cores": cores,
@@ -417,6 +424,12 @@ def plan(
         f"(perfect balance: {_duration(layout.ideal_s)}; efficiency {report['efficiency']:.0%})"
     )
     stdout.print(render_sizing_line([f for f in sizing.values() if f is not None], cores, settings.render_workers))
+    for name, c in sorted(continued.items()):
+        extra = "" if name in by_model else f"; {name} is loaded besides the rows' models"
+        stdout.print(
+            f"{c['clips']} clip(s) longer than one call are continued from their last frame: "
+            f"{c['calls']} more call(s) on {name} (in the {unit} hours above){extra}"
+        )
 
 
 def render_sizing_line(fits: list[RenderSizing], cores: int, configured: int) -> str:

@@ -25,7 +25,7 @@ from moviegen.layout import Anchor
 
 Fit = Literal["crop", "pad"]
 Motion = Literal["duplicate", "blend", "interpolate"]
-Extend = Literal["loop", "hold"]
+Extend = Literal["continue", "loop", "hold"]
 Scaler = Literal["lanczos", "bicubic", "bilinear", "neighbor"]
 X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
 
@@ -152,7 +152,13 @@ class Style(BaseModel):
     # Time.
     speed: float = Field(1.0, ge=0.25, le=4, description="Playback speed of the generated clip.")
     motion: Motion = Field("duplicate", description="Frame-rate conversion: duplicate, blend or interpolate (slow).")
-    extend: Extend = Field("loop", description="When the clip is shorter than asked: loop it or hold the last frame.")
+    # Unset, a row longer than its model's clip is continued (when the family has an image-to-video
+    # pipeline) and a shorter master loops; the value stays "loop" so short rows keep their keys.
+    extend: Extend = Field(
+        "loop",
+        description="A row longer than its model's clip: continue it (new segments from the last frame; the "
+        "default), loop it, or hold the last frame.",
+    )
     font: str | None = Field(None, description="Font family or font file for burned-in text; default: Noto Sans.")
 
     def changes(self) -> dict[str, Any]:

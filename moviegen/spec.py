@@ -85,6 +85,10 @@ class Problem:
         return f"{', '.join(where)}: {self.message}"
 
 
+# Frames over which a continued segment eases in from the frame it continues (moviegen.generation.continuation).
+SEAM_FRAMES = 4
+
+
 @dataclass(frozen=True)
 class ClipPlan:
     """A spec resolved against a model: exactly what to generate, and its identity."""
@@ -101,6 +105,11 @@ class ClipPlan:
     options: tuple[tuple[str, str], ...] = ()
     audio: Any = None  # moviegen.generation.soundtrack.AudioRequest when the row has an audio_prompt
     loras: tuple[LoraAdapter, ...] = ()  # configuration's then row's adapters, fetched (by content)
+    # A row longer than one call (``extend: continue``): calls in all, and the image-to-video model
+    # (and its revision) that makes each next segment from the last frame of the one before.
+    segments: int = 1
+    continuation: ModelRef | None = None
+    continuation_revision: str | None = None
 
     @property
     def clip_key(self) -> str:
@@ -121,7 +130,23 @@ class ClipPlan:
             identity["options"] = dict(self.options)
         if self.loras:
             identity["loras"] = [lora.identity() for lora in self.loras]
+        if self.segments > 1 and self.continuation is not None:
+            identity["continue"] = {
+                "segments": self.segments,
+                "frames": self.frames,
+                "model": self.continuation.location,
+                "revision": self.continuation_revision,
+                "seam": SEAM_FRAMES,
+            }
         return stable_hash(identity)
+
+    @property
+    def frames(self) -> int:
+        """Frames of the finished master: one call's, or (continued) what the row's duration takes."""
+        if self.segments == 1:
+            return self.request.num_frames
+        return min(self.model.info.frames_needed(self.spec.duration_s),
+                   self.request.num_frames + (self.segments - 1) * (self.request.num_frames - 1))  # fmt: skip
 
     @property
     def seeds(self) -> tuple[int, ...]:

@@ -67,6 +67,8 @@ MANIFEST_SCHEMA = pa.schema(
         ("reviewed_by", pa.string()),
         ("reviewed_at", pa.timestamp("us", tz="UTC")),
         ("review_note", pa.string()),
+        # Calls that made the clip: 1, or more for a continued clip (extend: continue); null in older parts (1).
+        ("segments", pa.int32()),
     ]
 )
 

@@ -356,7 +356,7 @@ MINI = {"mini": {"label": "Mini", "width": 320, "height": 180, "fps": 15, "max_d
 @pytest.mark.slow
 def test_a_campaign_with_a_lora_and_rows_past_the_models_clip_length(wan, tmp_path):
     """One real campaign: a LoRA row is recorded in manifest, sidecar and C2PA manifest next to the model;
-    rows of 10 s and 15 s publish on the default model (its 81-frame clip extended as ``extend`` says)."""
+    rows of 10 s and 15 s publish on the default model (its 81-frame clip looped or held, as ``extend`` says)."""
     from moviegen.media import probe
     from moviegen.provenance import read_credentials
     from moviegen.run.plain import run_campaign_plain
@@ -367,7 +367,7 @@ def test_a_campaign_with_a_lora_and_rows_past_the_models_clip_length(wan, tmp_pa
     rows = [
         row("plain", channels=["mini"]),
         row("styled", channels=["mini"], loras=[{"uri": str(lora), "scale": None}]),
-        row("ten", channels=["mini"], duration_s=10.0),
+        row("ten", channels=["mini"], duration_s=10.0, extend="loop"),  # continuing: tests/test_continuation.py
         row("fifteen", channels=["mini"], duration_s=15.0, extend="hold"),
     ]
     out = tmp_path / "out"

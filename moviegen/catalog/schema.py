@@ -50,7 +50,7 @@ LOOK_NUMBERS = {
     "speed": (0.25, 4.0),
 }
 
-LOOK_CHOICES = {"motion": ("duplicate", "blend", "interpolate"), "extend": ("loop", "hold")}
+LOOK_CHOICES = {"motion": ("duplicate", "blend", "interpolate"), "extend": ("continue", "loop", "hold")}
 
 MIN_EDIT_STRENGTH = 0.05
 
@@ -107,7 +107,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("grain", pa.float64(), False, None, "Film grain, 0 (none) to 1 (heavy)."),
     Column("speed", pa.float64(), False, None, "Playback speed, 0.25 to 4 (0.5 = half speed)."),
     Column("motion", pa.string(), False, None, "Frame-rate conversion: duplicate, blend, interpolate (slow)."),
-    Column("extend", pa.string(), False, None, "Clip shorter than duration_s: loop, or hold the last frame."),
+    Column("extend", pa.string(), False, None, "Row longer than its model's clip: continue, loop, or hold it."),
     # Generation beyond text-to-video: personalisation, edits, soundtrack, prompt adherence.
     Column(
         "reference_image", pa.string(), False, None,

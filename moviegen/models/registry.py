@@ -102,11 +102,22 @@ class ModelInfo:
         return self.sizes.get(aspect) or next(iter(self.sizes.values()))
 
     def frames_for(self, duration_s: float) -> int:
-        """Frames to generate so the clip lasts at least ``duration_s`` (capped at ``max_frames``)."""
+        """Frames one call generates so the clip lasts at least ``duration_s`` (capped at ``max_frames``)."""
+        return min(self.frames_needed(duration_s), self.max_frames)
+
+    def frames_needed(self, duration_s: float) -> int:
+        """Frames ``duration_s`` takes at this model's rate, in the family's k * multiple + 1 steps (uncapped)."""
         m = self.family.frames_multiple
         wanted = max(1, math.ceil(duration_s * self.fps))
-        frames = math.ceil((wanted - 1) / m) * m + 1
-        return min(frames, self.max_frames)
+        return math.ceil((wanted - 1) / m) * m + 1
+
+    def segments_for(self, duration_s: float) -> int:
+        """Calls a clip of ``duration_s`` takes when continued: one clip of ``max_frames``, then continuations
+        that each add ``max_frames - 1`` new frames (their first frame is the one they continue from)."""
+        needed = self.frames_needed(duration_s)
+        if needed <= self.max_frames:
+            return 1
+        return 1 + math.ceil((needed - self.max_frames) / (self.max_frames - 1))
 
 
 WAN = ModelFamily(
@@ -440,6 +451,15 @@ def resolve_for_task(ref: ModelRef, task: str) -> ModelRef:
     raise UnknownModelError(
         f"model {ref.requested!r} cannot do {TASK_NAMES.get(task, task)}: use one of {', '.join(able)}"
     )
+
+
+def continuation_model(ref: ModelRef) -> ModelRef | None:
+    """The image-to-video model that continues ``ref``'s clips from their last frame: ``ref`` itself when
+    its weights animate an image (LTX-Video), else its companion (Wan's); None when the family has none."""
+    try:
+        return resolve_for_task(ref, "i2v")
+    except UnknownModelError:
+        return None
 
 
 def _family_from_name(name: str) -> ModelFamily | None:

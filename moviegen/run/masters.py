@@ -14,6 +14,7 @@ import numpy as np
 
 from moviegen import progress
 from moviegen.generation.adherence import AdherenceScore, best_candidate, load_scorer
+from moviegen.generation.continuation import continue_clip
 from moviegen.generation.generate import GeneratedClip, batch_size_for
 from moviegen.generation.loading import process_pipeline_cache
 from moviegen.generation.options import PipelineOptions
@@ -156,11 +157,21 @@ def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
         generated = [o for o, _ in mine if isinstance(o, GeneratedClip)]
         chosen, scores = choose_candidate(clip, generated, ctx)
         output = generated[chosen]
+        continued_s = 0.0
+        if clip.segments > 1:
+            started_continuing, notes = time.perf_counter(), list(fallbacks)
+            try:
+                output = continue_segments(output, clip, clip.seeds[chosen], notes, ctx)
+            except Exception as exc:  # this clip only: the others of its batch go on
+                masters[clip.clip_key] = _failed(clip, "generate", detached(exc), tried=tuple(notes))
+                continue
+            fallbacks = tuple(dict.fromkeys(notes))
+            continued_s = time.perf_counter() - started_continuing
         path = write_master(output.frames, clip.fps, master_path(clip, ctx))
         master = Master(
             clip,
             path,
-            seconds=seconds,
+            seconds=seconds + continued_s,
             nan_fraction=output.nan_fraction,
             seed=clip.seeds[chosen],
             fallbacks=fallbacks,
@@ -171,6 +182,26 @@ def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
             master = check_adherence(master, scores, chosen, ctx)
         masters[clip.clip_key] = master
     return masters
+
+
+def continue_segments(
+    first: GeneratedClip, clip: ClipPlan, seed: int, notes: list[str], ctx: RunContext
+) -> GeneratedClip:
+    """A clip longer than one call: ``first`` continued segment by segment on the family's image-to-video
+    pipeline (the same weights' for LTX-Video, the companion model's for Wan)."""
+    assert clip.continuation is not None
+    settings = ctx.settings.generation
+    pipe = process_pipeline_cache().get(
+        clip.continuation,
+        ctx.device,
+        ctx.settings.cache_dir,
+        settings.allow_pickle,
+        task="i2v",
+        options=PipelineOptions.from_settings(settings),
+        loras=clip.loras if clip.continuation.location == clip.model.location else (),  # adapters fit their weights
+    )
+    frame_dir = ctx.work_dir / "segments"
+    return continue_clip(first, clip, seed, pipe, ctx.device, frame_dir, ctx.settings.retries.oom_fallback, notes)
 
 
 def choose_candidate(clip: ClipPlan, outputs: list[GeneratedClip], ctx: RunContext) -> tuple[int, list[AdherenceScore]]:

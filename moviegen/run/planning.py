@@ -16,7 +16,15 @@ from moviegen.generation.adherence import ScorerError, scorer_identity
 from moviegen.generation.loading import model_revision
 from moviegen.generation.options import PipelineOptions
 from moviegen.generation.soundtrack import AudioModelError, audio_request
-from moviegen.models.registry import ModelInfo, UnknownModelError, resolve_for_task, resolve_model
+from moviegen.models.registry import (
+    ModelInfo,
+    ModelRef,
+    UnknownModelError,
+    continuation_model,
+    resolve_for_task,
+    resolve_model,
+)
+from moviegen.presets import Style
 from moviegen.provenance import (
     label_layer,
 )
@@ -95,6 +103,9 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
     options = PipelineOptions.from_settings(settings.generation).identity()
     if info.scheduler_shift is not None:  # a distilled entry's sampling, on weights other entries share
         options = (*options, ("scheduler_shift", f"{info.scheduler_shift:g}"))
+    segments, companion = continuation_for(spec, ref, ctx.styles[spec.style])
+    if companion is not None and companion.location not in revisions:
+        revisions[companion.location] = model_revision(companion, settings.cache_dir)
     return ClipPlan(
         spec=spec,
         model=ref,
@@ -106,7 +117,25 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
         options=options,
         audio=audio,
         loras=lora_adapters(spec, ctx.uri_policy, settings, ctx.work_dir / "assets"),
+        segments=segments,
+        continuation=companion,
+        continuation_revision=revisions[companion.location] if companion is not None else None,
     )
+
+
+def continuation_for(spec: ClipSpec, ref: ModelRef, style: Style) -> tuple[int, ModelRef | None]:
+    """How a row longer than its model's clip is made: (calls, the model continuing it), or (1, None).
+
+    Continued (``extend: continue``) unless the row or its style asks to loop or hold; needs the
+    family's image-to-video pipeline (a row on a family without one loops, as before). A
+    video-to-video row is as long as its source clip allows and is not continued.
+    """
+    asked = dict(spec.look).get("extend") or (style.extend if "extend" in style.model_fields_set else "continue")
+    segments = ref.info.segments_for(spec.duration_s)
+    if asked != "continue" or segments == 1 or spec.task == "v2v":
+        return 1, None
+    companion = continuation_model(ref)
+    return (segments, companion) if companion is not None else (1, None)
 
 
 def lora_adapters(spec: ClipSpec, policy: UriPolicy, settings: Settings, asset_dir: Path) -> tuple[LoraAdapter, ...]:

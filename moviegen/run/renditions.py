@@ -270,6 +270,7 @@ def publish_rendition(
         "watermark_payload": planned.mark.payload_hex,
         "model": clip.model.requested,
         "loras": clip.loras_record(),
+        "segments": clip.segments,
         "generator": f"moviegen {__version__}",
     }
     credentials = verdict.provenance.credentials
@@ -301,6 +302,7 @@ def publish_rendition(
         "c2pa_signer": (credentials["signer"] or {}).get("common_name"),
         "label": label.text if label else None,
         "loras": json.dumps(clip.loras_record()) if clip.loras else None,
+        "segments": clip.segments,
     }
     record_intent(ctx.out, row)
     ctx.out.put_file(poster, *paths["poster"])

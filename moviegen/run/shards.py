@@ -34,11 +34,11 @@ from moviegen.catalog.schema import read_catalog
 from moviegen.config import Settings
 from moviegen.costs import CostModel, RenderSizing, render_workers_for
 from moviegen.models.registry import resolve_for_task, resolve_model
-from moviegen.presets import ChannelPreset
+from moviegen.presets import ChannelPreset, styles
 from moviegen.records import CampaignPlan, Master, Rendition
 from moviegen.run.context import RunContext
 from moviegen.run.masters import clip_problem
-from moviegen.run.planning import generation_request
+from moviegen.run.planning import continuation_for, generation_request
 from moviegen.run.summary import jsonable_row
 from moviegen.spec import ClipPlan, ClipSpec, Problem
 from moviegen.store import OutputRoot, utc_now
@@ -61,6 +61,8 @@ class WorkItem:
     render_s: float  # seconds for its renditions (encode to publish), render_workers at a time
     renditions: int = 0  # channels to render
     render_cpu_s: float = 0.0  # CPU seconds of all its renditions (what sizes render_workers)
+    continuation: str | None = None  # the model that continues a clip longer than one call (extend: continue)
+    segments: int = 1  # calls the clip takes: its own, then (segments - 1) continuations
 
     @property
     def seconds(self) -> float:
@@ -83,6 +85,11 @@ def work_item(
     ref = resolve_for_task(resolve_model(spec.model), spec.task) if clip is None else clip.model
     info, location = ref.info, ref.location
     request = generation_request(spec, info, settings) if clip is None else clip.request
+    if clip is not None:
+        segments, companion = clip.segments, clip.continuation
+    else:  # the row's and its style's extend, as planning reads them
+        segments, companion = continuation_for(spec, ref, styles(settings.styles)[spec.style])
+    continuation = companion.info.name if companion is not None else None
     channels = list(channels)
     sizes = [(presets[c].width, presets[c].height, round(spec.duration_s * presets[c].fps)) for c in channels]
     render = sum(cost.render_seconds(*size) for size in sizes)
@@ -92,8 +99,10 @@ def work_item(
         clip_id=spec.clip_id,
         model=info.name,
         batch_key=(location, *request.batch_key()),
-        generate_s=spec.best_of
+        generate_s=(spec.best_of + segments - 1)
         * cost.generate_seconds(info.name, request.width, request.height, request.num_frames, request.steps),
+        continuation=continuation,
+        segments=segments,
         render_s=render / settings.render_workers,
         renditions=len(sizes),
         render_cpu_s=sum(cost.rendition_cpu_seconds(*size) for size in sizes),

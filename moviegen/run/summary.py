@@ -42,7 +42,9 @@ def record_timings(
         if m.reused or m.seconds <= 0:
             continue
         r, item = m.clip.request, f"{m.clip.spec.campaign_id}/{m.clip.spec.clip_id}"
-        per_candidate = m.seconds / m.clip.best_of  # the cost model prices one generation; best-of-N makes N
+        # The cost model prices one call: best-of-N makes N, and a continued clip (segments - 1) more
+        # (on its companion model for Wan: priced as the row's model, an approximation).
+        per_candidate = m.seconds / (m.clip.best_of + m.clip.segments - 1)
         rows.append(
             timing_row(ctx.run_id, GENERATE, m.clip.model.info.name, item, device, per_candidate, now,
                        r.width, r.height, r.num_frames, r.steps)

@@ -1,0 +1,74 @@
+"""Continued segments: a clip longer than one call of its model, made segment by segment instead of looped.
+
+Problem: the open models make 5 s (Wan: 81 frames at 16 fps) to about 10 s (LTX-Video) per call,
+while a catalog row may ask for up to 60 s; looping the clip (or freezing its last frame) shows.
+Solution: the first segment comes from the text as usual; each next one is generated image-to-video
+(the family's own pipeline, or its companion model) from the last frame of the segment before,
+with the same prompt and the next seed. A continuation's first frame is the frame it starts from,
+so it is dropped, and the next ``SEAM_FRAMES`` ease in from that frame, so the seam shows no jump
+even where the model's reconstruction of the frame differs a little. The frames are then cut to
+exactly what the row's duration takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moviegen.generation.device import Device
+from moviegen.generation.generate import GeneratedClip
+from moviegen.generation.resilient import generate_resilient
+from moviegen.spec import SEAM_FRAMES, ClipPlan
+
+
+def continue_clip(
+    first: GeneratedClip,
+    clip: ClipPlan,
+    seed: int,
+    pipe: Any,
+    device: Device,
+    frame_dir: Path,
+    oom_fallback: bool = True,
+    notes: list[str] | None = None,
+) -> GeneratedClip:
+    """``first`` (one call's frames, made with ``seed``) continued with ``pipe`` (image-to-video) to
+    ``clip.frames`` frames; segment k uses ``seed + k``.
+
+    ``frame_dir`` holds the PNG each continuation starts from. Raises the continuation's error when
+    one cannot be made (out of memory whatever the fall-back, included).
+    """
+    from PIL import Image
+
+    frames, nan_fraction = first.frames, first.nan_fraction
+    frame_dir.mkdir(parents=True, exist_ok=True)
+    for segment in range(1, clip.segments):
+        start = frame_dir / f"{clip.clip_key}-{segment}.png"
+        Image.fromarray(frames[-1]).save(start)
+        request = replace(
+            clip.request,
+            task="i2v",
+            reference_path=str(start),
+            seed=(seed + segment) % 2**32,
+        )
+        [made] = generate_resilient(pipe, [request], device, oom_fallback, notes)
+        if isinstance(made, BaseException):
+            raise made
+        frames = join_segment(frames, made.frames)
+        nan_fraction = max(nan_fraction, made.nan_fraction)
+        start.unlink(missing_ok=True)
+    return GeneratedClip(np.ascontiguousarray(frames[: clip.frames]), nan_fraction)
+
+
+def join_segment(before: np.ndarray, segment: np.ndarray, seam: int = SEAM_FRAMES) -> np.ndarray:
+    """``before`` then ``segment`` without its first frame (the one it starts from), the next ``seam``
+    frames eased in from ``before``'s last frame (weights 1/(seam+1) ... seam/(seam+1))."""
+    if segment.shape[1:] != before.shape[1:]:
+        raise ValueError(f"a continuation of {before.shape[1:]} frames came back as {segment.shape[1:]}")
+    new = segment[1:].astype(np.float32)
+    ease = min(seam, len(new))
+    weights = (np.arange(1, ease + 1, dtype=np.float32) / (seam + 1))[:, None, None, None]
+    new[:ease] = (1 - weights) * before[-1].astype(np.float32) + weights * new[:ease]
+    return np.concatenate([before, np.clip(np.rint(new), 0, 255).astype(np.uint8)])
