@@ -29,7 +29,7 @@ def main() -> None:
 
     from moviegen.catalog.schema import write_catalog
     from moviegen.config import Settings
-    from moviegen.generation.continuation import join_segment
+    from moviegen.generation.continuation import join_segment, segment_frames
     from moviegen.generation.generate import generate_batch
     from moviegen.generation.loading import process_pipeline_cache
     from moviegen.run.context import start_run
@@ -59,13 +59,15 @@ def main() -> None:
         for k in range(1, clip.segments):
             start = folder / f"{clip.spec.clip_id}-{k}.png"
             Image.fromarray(frames[-1]).save(start)
-            request = replace(clip.request, task="i2v", reference_path=str(start), seed=clip.request.seed + k)
+            request = replace(clip.request, task="i2v", reference_path=str(start), seed=clip.request.seed + k,
+                              num_frames=segment_frames(clip, len(frames)))  # fmt: skip
             started = time.perf_counter()
             [made] = generate_batch(companion, [request], ctx.device)
             segment_s.append(time.perf_counter() - started)
             started = time.perf_counter()
             frames = join_segment(frames, made.frames)
             seam_s.append(time.perf_counter() - started)
+        frames = frames[: clip.frames]
         figures[clip.model.info.name] = {
             "segments": clip.segments,
             "frames": clip.frames,

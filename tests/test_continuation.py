@@ -77,9 +77,10 @@ def test_continuation_on_the_familys_image_to_video_pipeline(tmp_path, tiny_mode
     ctx, clips = planned(tmp_path, [row("c", model=model, duration_s=1.0, aspect="1:1")])
     one_call = clips["c"]
     base = replace(one_call.request, num_frames=9)
-    clip = replace(one_call, request=base, segments=3, continuation=resolve_model(
+    expected = one_call.model.info.frames_needed(1.0)  # 17 at 16 fps (Wan), 25 at 24 fps (LTX)
+    segments = 1 + -(-(expected - 9) // 8)
+    clip = replace(one_call, request=base, segments=segments, continuation=resolve_model(
         "tiny-wan-i2v" if model == "tiny-wan" else "tiny-ltx"), continuation_revision="test")  # fmt: skip
-    expected = min(clip.model.info.frames_needed(1.0), 9 + 2 * 8)
     [master] = generate_masters([clip], ctx)
     assert master.problem is None, master.problem
     frames = read_frames(master.path)

@@ -7,11 +7,12 @@ Solution: the first segment comes from the text as usual; each next one is gener
 with the same prompt and the next seed. A continuation's first frame is the frame it starts from,
 so it is dropped, and the next ``SEAM_FRAMES`` ease in from that frame, so the seam shows no jump
 even where the model's reconstruction of the frame differs a little. The frames are then cut to
-exactly what the row's duration takes.
+exactly what the row's duration takes; the last continuation is asked only for the frames still missing.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ def continue_clip(
     frames, nan_fraction = first.frames, first.nan_fraction
     frame_dir.mkdir(parents=True, exist_ok=True)
     for segment in range(1, clip.segments):
+        if len(frames) >= clip.frames:
+            break
         start = frame_dir / f"{clip.clip_key}-{segment}.png"
         Image.fromarray(frames[-1]).save(start)
         request = replace(
@@ -52,6 +55,7 @@ def continue_clip(
             task="i2v",
             reference_path=str(start),
             seed=(seed + segment) % 2**32,
+            num_frames=segment_frames(clip, len(frames)),
         )
         [made] = generate_resilient(pipe, [request], device, oom_fallback, notes)
         if isinstance(made, BaseException):
@@ -60,6 +64,14 @@ def continue_clip(
         nan_fraction = max(nan_fraction, made.nan_fraction)
         start.unlink(missing_ok=True)
     return GeneratedClip(np.ascontiguousarray(frames[: clip.frames]), nan_fraction)
+
+
+def segment_frames(clip: ClipPlan, made: int) -> int:
+    """Frames to ask of the next continuation: a full call, or for the last one only what is still
+    missing (plus the frame it starts from), in the family's k * multiple + 1 steps."""
+    multiple = clip.model.info.family.frames_multiple
+    missing = clip.frames - made
+    return min(clip.request.num_frames, math.ceil(missing / multiple) * multiple + 1)
 
 
 def join_segment(before: np.ndarray, segment: np.ndarray, seam: int = SEAM_FRAMES) -> np.ndarray:

@@ -10,6 +10,9 @@ A ``model`` value is one of:
 A row with a ``reference_image`` needs image-to-video and one with a ``source_video`` needs
 video-to-video: ``resolve_for_task`` picks the model's own pipeline for that task when its weights
 can run it, else its image-to-video companion (``image_model``), else says which models can.
+
+Over 500 lines on purpose: it is one table of every model's facts and the few rules that read it
+(tasks, companions, frame counts); split, a model's facts would live in two places.
 """
 
 from __future__ import annotations
