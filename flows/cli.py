@@ -349,7 +349,7 @@ def plan(
     """
     from moviegen.costs import load_cost_model
     from moviegen.generation.generate import grouping_batch_size
-    from moviegen.presets import channel_presets
+    from moviegen.presets import channel_presets, styles
     from moviegen.run.screening import check_catalog
     from moviegen.run.shards import plan_shards, render_sizing, work_item
     from moviegen.store import OutputRoot
@@ -362,7 +362,8 @@ def plan(
         fail(str(exc))
     presets = channel_presets(settings.channels)
     cost = load_cost_model(OutputRoot(settings.out), device)
-    items = [work_item(spec, spec.channels, settings, presets, cost) for spec in validation.specs]
+    looks = styles(settings.styles)  # once, not per row
+    items = [work_item(spec, spec.channels, settings, presets, cost, looks=looks) for spec in validation.specs]
     layout = plan_shards(items, shards or workers, grouping_batch_size(settings.generation), cost, workers=workers)
     by_model: dict[str, dict] = {}
     for item in items:

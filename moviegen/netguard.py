@@ -144,19 +144,14 @@ def check_host(host: str, port: int, policy: HostPolicy, *, must_resolve: bool) 
     """
     if not host:
         raise HostRefused("the URL names no host")
-    if policy.allows_name(host):
-        try:
-            return resolve(host, port)
-        except OSError as exc:
-            if must_resolve:
-                raise HostRefused(f"host {host!r} does not resolve ({exc})") from None
-            return []
     try:
         addresses = resolve(host, port)
     except (OSError, UnicodeError) as exc:
         if must_resolve:
             raise HostRefused(f"host {host!r} does not resolve ({exc}): check the URL") from None
         return []
+    if policy.allows_name(host):  # listed by name: whatever it resolves to
+        return addresses
     for address in addresses:
         kind = refused_kind(address)
         if kind and not policy.allows_address(address):

@@ -34,7 +34,7 @@ from moviegen.catalog.schema import read_catalog
 from moviegen.config import Settings
 from moviegen.costs import CostModel, RenderSizing, render_workers_for
 from moviegen.models.registry import resolve_for_task, resolve_model
-from moviegen.presets import ChannelPreset, styles
+from moviegen.presets import ChannelPreset, Style, styles
 from moviegen.records import CampaignPlan, Master, Rendition
 from moviegen.run.context import RunContext
 from moviegen.run.masters import clip_problem
@@ -76,11 +76,13 @@ def work_item(
     presets: Mapping[str, ChannelPreset],
     cost: CostModel,
     clip: ClipPlan | None = None,
+    looks: Mapping[str, Style] | None = None,
 ) -> WorkItem:
     """Price one clip: its generation on its model, and the encodes of the given channels.
 
     With ``clip`` (a planned clip) its exact request is used; without, the request a run would
-    make is derived from the row and the model's defaults, with no model files needed.
+    make is derived from the row and the model's defaults, with no model files needed (``looks``:
+    the styles by name, built once by a caller pricing many rows; default from ``settings``).
     """
     ref = resolve_for_task(resolve_model(spec.model), spec.task) if clip is None else clip.model
     info, location = ref.info, ref.location
@@ -88,7 +90,7 @@ def work_item(
     if clip is not None:
         segments, companion = clip.segments, clip.continuation
     else:  # the row's and its style's extend, as planning reads them
-        segments, companion = continuation_for(spec, ref, styles(settings.styles)[spec.style])
+        segments, companion = continuation_for(spec, ref, (looks or styles(settings.styles))[spec.style])
     continuation = companion.info.name if companion is not None else None
     channels = list(channels)
     sizes = [(presets[c].width, presets[c].height, round(spec.duration_s * presets[c].fps)) for c in channels]
