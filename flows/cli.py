@@ -376,6 +376,7 @@ def plan(
             entry = continued.setdefault(item.continuation, {"clips": 0, "calls": 0})
             entry["clips"] += 1
             entry["calls"] += item.segments - 1
+    multi_shot = [item.shots for item in items if item.shots]
     cores = cores or len(os.sched_getaffinity(0))
     sizing = {s.shard_id: render_sizing(s.items, cores) for s in layout.shards}
     report = {
@@ -386,6 +387,7 @@ def plan(
         "wall_s": round(layout.makespan_s, 3),
         "by_model": {m: {**e, "gpu_s": round(e["gpu_s"], 3)} for m, e in sorted(by_model.items())},
         "continuations": continued,
+        "multi_shot": {"rows": len(multi_shot), "shots": sum(multi_shot)},
         "cost_model": cost.describe(),
         "render_sizing": {
             "cores": cores,
@@ -431,6 +433,9 @@ def plan(
             f"{c['clips']} clip(s) longer than one call are continued from their last frame: "
             f"{c['calls']} more call(s) on {name} (in the {unit} hours above){extra}"
         )
+    if multi_shot:
+        shots = sum(multi_shot)
+        stdout.print(f"{len(multi_shot)} multi-shot row(s): {shots} shots, each generated and cached on its own")
 
 
 def render_sizing_line(fits: list[RenderSizing], cores: int, configured: int) -> str:

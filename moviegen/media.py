@@ -62,6 +62,15 @@ def run_ffmpeg(args: list[str], *, input_bytes: bytes | None = None, what: str =
     return proc.stdout
 
 
+def write_frame(frame: np.ndarray, path: Path) -> Path:
+    """Write one uint8 RGB frame (H, W, 3) as a PNG: the image an image-to-video call starts from."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(frame).save(path)
+    return path
+
+
 def write_master(frames: np.ndarray, fps: float, path: Path) -> Path:
     """Write uint8 RGB frames (F, H, W, 3) losslessly (FFV1 in Matroska): the mezzanine every rendition starts from.
 

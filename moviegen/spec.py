@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from moviegen.models.registry import ModelRef
 from moviegen.redact import redact_text, redact_value
+
+
+@dataclass(frozen=True)
+class ShotSpec:
+    """One shot of a multi-shot row (the ``shots`` column), validated: its seed is filled in."""
+
+    prompt: str
+    duration_s: float
+    seed: int
+    negative_prompt: str = ""
+    reference_image: str | None = None  # this shot starts from the image (image-to-video)
+
+
+TRANSITIONS = ("cut", "crossfade", "fade")
+
+CONTINUITIES = ("none", "last_frame")
 
 
 @dataclass(frozen=True)
@@ -46,12 +62,35 @@ class ClipSpec:
     audio_prompt: str = ""  # a soundtrack to generate and mix under the video
     best_of: int = 1  # candidates generated (seeds seed..seed+N-1); the best CLIP score is kept
     loras: tuple[tuple[str, float], ...] = ()  # (uri, scale) LoRA adapters the row asks for
+    # A multi-shot row: its shots in order, how they are joined, and whether each starts from the last frame.
+    shots: tuple[ShotSpec, ...] = ()
+    transition: str = "cut"
+    transition_s: float = 0.5
+    continuity: str = "none"
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def task(self) -> str:
         """t2v, i2v (a reference image) or v2v (a source clip to edit)."""
         return "i2v" if self.reference_image else "v2v" if self.source_video else "t2v"
+
+    def shot_specs(self) -> tuple[ClipSpec, ...]:
+        """Each shot as a one-shot row of its own: the row's model, look and settings, the shot's text,
+        length, seed and reference image; no soundtrack (one plays under the whole ad)."""
+        return tuple(
+            replace(
+                self,
+                prompt=shot.prompt,
+                negative_prompt=shot.negative_prompt,
+                duration_s=shot.duration_s,
+                seed=shot.seed,
+                reference_image=shot.reference_image,
+                source_video=None,
+                audio_prompt="",
+                shots=(),
+            )
+            for shot in self.shots
+        )
 
 
 @dataclass(frozen=True)
@@ -110,14 +149,27 @@ class ClipPlan:
     segments: int = 1
     continuation: ModelRef | None = None
     continuation_revision: str | None = None
+    # A shot with ``continuity: last_frame``: the clip_key of the shot whose last frame it starts from.
+    after: str | None = None
+    # A multi-shot row: its shots' plans in order, the frames each gives the assembled master, and
+    # the seams (``transition``, over ``transition_frames`` frames; a cut has none).
+    shots: tuple[ClipPlan, ...] = ()
+    shot_frames: tuple[int, ...] = ()
+    transition: str = "cut"
+    transition_frames: int = 0
 
     @property
     def clip_key(self) -> str:
         """Hash of everything that determines the generated pixels. Same key, same output.
 
         Text-to-video rows hash exactly what they always did; conditioning inputs (by content
-        hash), best-of-N and pixel-affecting pipeline options are added only when present.
+        hash), best-of-N and pixel-affecting pipeline options are added only when present. A
+        multi-shot row's key is its shots' keys and how they are assembled: editing a shot changes it.
         """
+        if self.shots:
+            over = 0 if self.transition == "cut" else self.transition_frames  # a cut's transition_s changes nothing
+            assembly = {"frames": self.shot_frames, "transition": self.transition, "over": over}
+            return stable_hash({"v": 1, "shots": [shot.clip_key for shot in self.shots], "assembly": assembly})
         identity: dict[str, Any] = {
             "v": 1,
             "model": self.model.location,
@@ -138,15 +190,28 @@ class ClipPlan:
                 "revision": self.continuation_revision,
                 "seam": SEAM_FRAMES,
             }
+        if self.after is not None:
+            identity["after"] = self.after
         return stable_hash(identity)
 
     @property
     def frames(self) -> int:
-        """Frames of the finished master: one call's, or (continued) what the row's duration takes."""
+        """Frames of the finished master: one call's, (continued) what the row's duration takes, or
+        (multi-shot) the shots' less the crossfades' overlaps."""
+        if self.shots:
+            overlap = self.transition_frames if self.transition == "crossfade" else 0
+            return sum(self.shot_frames) - overlap * (len(self.shots) - 1)
         if self.segments == 1:
             return self.request.num_frames
         return min(self.model.info.frames_needed(self.spec.duration_s),
                    self.request.num_frames + (self.segments - 1) * (self.request.num_frames - 1))  # fmt: skip
+
+    @property
+    def calls(self) -> int:
+        """Pipeline calls the clip takes: best-of-N's candidates, continuations, every shot's."""
+        if self.shots:
+            return sum(shot.calls for shot in self.shots)
+        return self.best_of + self.segments - 1
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -172,6 +237,8 @@ class ClipPlan:
     @property
     def batch_key(self) -> tuple[Any, ...]:
         """Plans with the same batch key are generated in one pipeline call."""
+        if self.shots:  # generated shot by shot, in order, on its own
+            return ("shots", self.clip_key)
         return (self.model.location, self.model.info.scheduler_shift, self.loras, *self.request.batch_key())
 
     def loras_record(self) -> list[dict[str, Any]]:
@@ -183,6 +250,27 @@ class ClipPlan:
             {"name": lora.uri.rstrip("/").rsplit("/", 1)[-1], "sha256": lora.sha256, "scale": lora.scale}
             for lora in self.loras
         ]
+
+    def shots_record(self) -> list[dict[str, Any]]:
+        """A multi-shot row's shots as the sidecar and the report list them: prompt, seed, where each
+        lies in the ad (seconds; a crossfade's shots overlap), its clip_key and calls; empty otherwise."""
+        overlap = self.transition_frames if self.transition == "crossfade" else 0
+        records, start = [], 0
+        for shot, frames in zip(self.shots, self.shot_frames, strict=True):
+            records.append(
+                {
+                    "prompt": shot.spec.prompt,
+                    "seed": shot.spec.seed,
+                    "start_s": round(start / self.fps, 6),
+                    "end_s": round((start + frames) / self.fps, 6),
+                    "frames": frames,
+                    "clip_key": shot.clip_key,
+                    "segments": shot.segments,
+                    "continues_last_frame": shot.after is not None,
+                }
+            )
+            start += frames - overlap
+        return records
 
 
 def stable_hash(value: Any, length: int = 20) -> str:

@@ -69,6 +69,8 @@ MANIFEST_SCHEMA = pa.schema(
         ("review_note", pa.string()),
         # Calls that made the clip: 1, or more for a continued clip (extend: continue); null in older parts (1).
         ("segments", pa.int32()),
+        # Shots of the ad: 1, or more for a multi-shot row (the ``shots`` column); null in older parts (1).
+        ("shots", pa.int32()),
     ]
 )
 

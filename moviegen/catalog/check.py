@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,18 +27,22 @@ from moviegen.catalog.schema import (
     MAX_LORAS,
     MAX_PROMPT_CHARS,
     MAX_TITLE_CHARS,
+    MAX_TRANSITION_S,
     MAX_URI_CHARS,
     MIN_DURATION_S,
     MIN_EDIT_STRENGTH,
+    MIN_TRANSITION_S,
     Column,
     default_seed,
+    describe,
     shortened,
 )
+from moviegen.catalog.shots import Check, check_shots, shot_specs, shots_fit
 from moviegen.config import MAX_LORA_SCALE, MIN_LORA_SCALE
 from moviegen.models.registry import ASPECTS, UnknownModelError, resolve_for_task, resolve_model
 from moviegen.presets import ROW_LOOK_FIELDS, ChannelPreset, builtin_luts
 from moviegen.redact import redact_uri
-from moviegen.spec import ClipSpec, Problem
+from moviegen.spec import CONTINUITIES, TRANSITIONS, ClipSpec, Problem
 
 
 @dataclass
@@ -78,18 +82,9 @@ def validate_catalog(
         if n > 1 and name in COLUMNS_BY_NAME:
             message = f"column {name!r} appears {n} times: keep one (which one is meant is unknowable)"
             result.problems.append(Problem(None, None, name, "schema", "duplicate_column", message))
-    missing = [c.name for c in COLUMNS if c.required and c.name not in counts]
-    for name in missing:
-        result.problems.append(
-            Problem(
-                None,
-                None,
-                name,
-                "schema",
-                "missing_column",
-                f"required column {name!r} is missing: add it ({COLUMNS_BY_NAME[name].doc})",
-            )
-        )
+    for name in (c.name for c in COLUMNS if c.required and c.name not in counts):
+        message = f"required column {name!r} is missing: add it ({COLUMNS_BY_NAME[name].doc})"
+        result.problems.append(Problem(None, None, name, "schema", "missing_column", message))
     data: dict[str, list[Any]] = {}
     for index, name in enumerate(names):
         if counts[name] > 1:
@@ -116,6 +111,10 @@ def validate_catalog(
         row_problems: list[Problem] = []
         for col in COLUMNS:
             raw = data[col.name][i] if col.name in data else None
+            if col.name == "shots":
+                values["shots"], shot_problems = check_shots(raw, checkers)
+                row_problems += [Problem(i, clip_id, c, "schema", r, m, campaign_id) for c, r, m in shot_problems]
+                continue
             value, message, rule = checkers[col.name](raw, col)
             if message:
                 row_problems.append(Problem(i, clip_id, col.name, "schema", rule, message, campaign_id))
@@ -134,8 +133,14 @@ def validate_catalog(
                     Problem(i, clip_id, "model", "schema", "unknown_model", model_problems[model], campaign_id)
                 )
             values["model"] = model
-        if "channels" in values and "duration_s" in values:
-            row_problems.extend(_duration_fits_channels(i, clip_id, campaign_id, values, channels))
+        length_column = "duration_s"
+        if values.get("shots") and not row_problems:  # the ad lasts what its shots do
+            given = data["duration_s"][i] if "duration_s" in data else None
+            shot_problems = shots_fit(values, given, model_problems)
+            row_problems += [Problem(i, clip_id, c, "schema", r, m, campaign_id) for c, r, m in shot_problems]
+            length_column = "shots" if given is None else "duration_s"
+        if "channels" in values and "duration_s" in values and not row_problems:
+            row_problems.extend(_duration_fits_channels(i, clip_id, campaign_id, values, channels, length_column))
         row_problems.extend(_conditioning_fits(i, clip_id, campaign_id, values, model_problems))
         if row_problems:
             result.problems.extend(row_problems)
@@ -174,6 +179,10 @@ def validate_catalog(
                 audio_prompt=values["audio_prompt"].strip(),
                 best_of=values["best_of"],
                 loras=values["loras"],
+                shots=shot_specs(values["shots"], seed),
+                transition=values["transition"],
+                transition_s=values["transition_s"],
+                continuity=values["continuity"],
                 extra={n: _jsonable(data[n][i]) for n in extra_names},
             )
         )
@@ -204,20 +213,18 @@ def _column_values(column: pa.ChunkedArray, name: str, rows: int) -> tuple[list[
     return [], Problem(None, None, name, "schema", "unreadable_column", message)
 
 
-_Check = Callable[[Any, Column], tuple[Any, str | None, str]]
-
 _OK = ""
 
 
-def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[str, _Check]:
-    def text(max_chars: int, *, required: bool = False, empty_ok: bool = True) -> _Check:
+def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[str, Check]:
+    def text(max_chars: int, *, required: bool = False, empty_ok: bool = True) -> Check:
         def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
             if raw is None:
                 if required:
                     return None, f"{col.name} is empty: give every row a {col.name}", "missing"
                 return col.default, None, _OK
             if not isinstance(raw, str):
-                return None, f"{col.name} must be text, got {_describe(raw)}", "type"
+                return None, f"{col.name} must be text, got {describe(raw)}", "type"
             if CONTROL_CHARS.search(raw):
                 return None, f"{col.name} contains control characters: remove them", "control_chars"
             if not empty_ok and not raw.strip():
@@ -232,7 +239,7 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
         if raw is None:
             return None, f"{col.name} is empty: give every row a {col.name}", "missing"
         if not isinstance(raw, str):
-            return None, f"{col.name} must be text, got {_describe(raw)}", "type"
+            return None, f"{col.name} must be text, got {describe(raw)}", "type"
         if not ID_PATTERN.fullmatch(raw):
             return (
                 None,
@@ -244,18 +251,18 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
             )
         return raw, None, _OK
 
-    def name_list(allowed: set[str] | None, *, required: bool) -> _Check:
+    def name_list(allowed: set[str] | None, *, required: bool) -> Check:
         def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
             if raw is None:
                 if required:
                     return None, f"{col.name} is empty: list at least one of {_names(allowed)}", "missing"
                 return col.default, None, _OK
             if isinstance(raw, str) or not isinstance(raw, list | tuple):
-                return None, f"{col.name} must be a list of names, got {_describe(raw)}", "type"
+                return None, f"{col.name} must be a list of names, got {describe(raw)}", "type"
             items: list[str] = []
             for item in raw:
                 if not isinstance(item, str):
-                    return None, f"{col.name} must hold only text, found {_describe(item)}", "type"
+                    return None, f"{col.name} must hold only text, found {describe(item)}", "type"
                 item = item.strip()
                 if allowed is not None and item not in allowed:
                     return (
@@ -275,28 +282,29 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
 
         return check
 
-    def number(lo: float, hi: float, *, integer: bool) -> _Check:
+    def number(lo: float, hi: float, *, integer: bool) -> Check:
         kind = "an integer" if integer else "a number"
 
         def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
             if raw is None:
                 return col.default, None, _OK
             if isinstance(raw, bool) or not isinstance(raw, int | float):
-                return None, f"{col.name} must be {kind}, got {_describe(raw)}", "type"
+                return None, f"{col.name} must be {kind}, got {describe(raw)}", "type"
             if isinstance(raw, float) and (not math.isfinite(raw) or (integer and not raw.is_integer())):
                 return None, f"{col.name} must be {kind}, got {raw!r}", "type"
             if not lo <= raw <= hi:
-                return None, f"{col.name} {raw} is out of range: use {lo:g} to {hi:g}", "range"
+                span = f"{lo} to {hi}" if integer else f"{lo:g} to {hi:g}"  # seeds: 4294967295, not 4.29497e+09
+                return None, f"{col.name} {raw} is out of range: use {span}", "range"
             return (int(raw) if integer else float(raw)), None, _OK
 
         return check
 
-    def choice(allowed: set[str]) -> _Check:
+    def choice(allowed: set[str]) -> Check:
         def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
             if raw is None or raw == "":
                 return col.default, None, _OK
             if not isinstance(raw, str):
-                return None, f"{col.name} must be text, got {_describe(raw)}", "type"
+                return None, f"{col.name} must be text, got {describe(raw)}", "type"
             if raw.strip() not in allowed:
                 return (
                     None,
@@ -311,17 +319,17 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
         if raw is None:
             return (), None, _OK
         if isinstance(raw, str) or not isinstance(raw, list | tuple):
-            return None, f"{col.name} must be a list of {{uri, scale}} (or of URIs), got {_describe(raw)}", "type"
+            return None, f"{col.name} must be a list of {{uri, scale}} (or of URIs), got {describe(raw)}", "type"
         if len(raw) > MAX_LORAS:
             return None, f"{col.name} lists {len(raw)} adapters; use {MAX_LORAS} at most", "too_many"
         adapters = []
         for i, item in enumerate(raw):
             entry = {"uri": item, "scale": None} if isinstance(item, str) else item
             if not isinstance(entry, dict) or not isinstance(entry.get("uri"), str) or not entry["uri"].strip():
-                return None, f"{col.name}[{i}] needs a uri (a .safetensors path or URL), got {_describe(item)}", "type"
+                return None, f"{col.name}[{i}] needs a uri (a .safetensors path or URL), got {describe(item)}", "type"
             scale = 1.0 if entry.get("scale") is None else entry["scale"]
             if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
-                return None, f"{col.name}[{i}].scale must be a number, got {_describe(scale)}", "type"
+                return None, f"{col.name}[{i}].scale must be a number, got {describe(scale)}", "type"
             if not MIN_LORA_SCALE <= scale <= MAX_LORA_SCALE:
                 message = f"{col.name}[{i}].scale {scale:g} is outside {MIN_LORA_SCALE:g} to {MAX_LORA_SCALE:g}"
                 return None, message, "out_of_range"
@@ -332,7 +340,7 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
             adapters.append((value, float(scale)))
         return tuple(adapters), None, _OK
 
-    def uri(kind: str, names: Iterable[str] = ()) -> _Check:
+    def uri(kind: str, names: Iterable[str] = ()) -> Check:
         named = set(names)
 
         def check(raw: Any, col: Column) -> tuple[Any, str | None, str]:
@@ -381,21 +389,30 @@ def _checkers(channels: set[str], styles: set[str], policy: UriPolicy) -> dict[s
         "audio_prompt": text(MAX_PROMPT_CHARS),
         "best_of": number(1, MAX_BEST_OF, integer=True),
         "loras": lora_list,
+        "transition": choice(set(TRANSITIONS)),
+        "transition_s": number(MIN_TRANSITION_S, MAX_TRANSITION_S, integer=False),
+        "continuity": choice(set(CONTINUITIES)),
     }
 
 
 def _duration_fits_channels(
-    row: int, clip_id: str | None, campaign_id: str | None, values: dict, presets: Mapping[str, ChannelPreset]
+    row: int,
+    clip_id: str | None,
+    campaign_id: str | None,
+    values: dict,
+    presets: Mapping[str, ChannelPreset],
+    column: str = "duration_s",
 ) -> list[Problem]:
     too_long = [c for c in values["channels"] if c in presets and values["duration_s"] > presets[c].max_duration_s]
     return [
         Problem(
             row,
             clip_id,
-            "duration_s",
+            column,
             "schema",
             "too_long_for_channel",
-            f"duration_s {values['duration_s']:g} is longer than {c} allows "
+            f"{'the shots last' if column == 'shots' else 'duration_s'} {values['duration_s']:g}"
+            f"{' s, which is' if column == 'shots' else ' is'} longer than {c} allows "
             f"({presets[c].max_duration_s:g} s): shorten it or drop the channel",
             campaign_id,
         )
@@ -462,19 +479,6 @@ def _reject_duplicates(specs: list[ClipSpec], data: dict[str, list], problems: l
             )
         )
     return kept
-
-
-def _describe(value: Any) -> str:
-    kind = {
-        str: "text",
-        int: "an integer",
-        float: "a number",
-        bool: "true/false",
-        list: "a list",
-        dict: "a mapping",
-        bytes: "bytes",
-    }.get(type(value), type(value).__name__)
-    return f"{kind} {shortened(repr(value))}"
 
 
 def _names(allowed: set[str] | None) -> str:

@@ -16,7 +16,7 @@ from moviegen.config import MAX_LORA_SCALE, MIN_LORA_SCALE
 from moviegen.layout import ANCHOR_NAMES, CORNERS
 from moviegen.models.registry import ASPECTS
 from moviegen.redact import redact_text, redact_uri
-from moviegen.spec import DEFAULT_EDIT_STRENGTH
+from moviegen.spec import DEFAULT_EDIT_STRENGTH, TRANSITIONS
 
 # Used with fullmatch: "$" alone would also accept a trailing newline ("clip\n" is no slug).
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -57,6 +57,20 @@ MIN_EDIT_STRENGTH = 0.05
 MAX_BEST_OF = 8
 
 MAX_LORAS = 4
+
+MAX_SHOTS = 12
+
+MIN_TRANSITION_S, MAX_TRANSITION_S = 0.05, 5.0
+
+SHOT_FIELDS = {
+    "prompt": pa.string(),
+    "duration_s": pa.float64(),
+    "negative_prompt": pa.string(),
+    "seed": pa.int64(),
+    "reference_image": pa.string(),
+}
+
+SHOT_TYPE = pa.list_(pa.struct(list(SHOT_FIELDS.items())))
 
 # A catalog is text and links; bigger than this is a mistake or an attack (a decompression bomb).
 MAX_CATALOG_ROWS = 1_000_000
@@ -132,6 +146,21 @@ COLUMNS: tuple[Column, ...] = (
         "best_of", pa.int32(), False, 1,
         f"Generate 1-{MAX_BEST_OF} candidates (seed, seed+1, ...) and keep the one that best matches the prompt.",
     ),
+    # Multi-shot rows: a storyboard of shots generated one by one and assembled into one ad.
+    Column(
+        "shots", SHOT_TYPE, False, (),
+        f"Up to {MAX_SHOTS} shots in order, each {{prompt, duration_s}} and optionally negative_prompt, seed and "
+        "reference_image; the ad lasts their sum (less crossfades). The row's prompt still describes the whole ad.",
+    ),
+    Column("transition", pa.string(), False, "cut", "How shots join: " + ", ".join(TRANSITIONS) + " (dip to black)."),
+    Column(
+        "transition_s", pa.float64(), False, 0.5,
+        f"Seconds a crossfade or fade takes, {MIN_TRANSITION_S:g}-{MAX_TRANSITION_S:g}, at most half the shortest.",
+    ),
+    Column(
+        "continuity", pa.string(), False, "none",
+        "none, or last_frame: each shot after the first starts from the previous shot's last frame (image-to-video).",
+    ),
 )  # fmt: skip
 
 COLUMNS_BY_NAME = {c.name: c for c in COLUMNS}
@@ -203,3 +232,17 @@ def default_seed(campaign_id: str, clip_id: str) -> int:
 def shortened(text: str, limit: int = 40) -> str:
     text = CONTROL_CHARS.sub("?", str(text))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe(value: Any) -> str:
+    """A value as a problem message quotes it: its kind and a shortened repr."""
+    kind = {
+        str: "text",
+        int: "an integer",
+        float: "a number",
+        bool: "true/false",
+        list: "a list",
+        dict: "a mapping",
+        bytes: "bytes",
+    }.get(type(value), type(value).__name__)
+    return f"{kind} {shortened(repr(value))}"

@@ -22,6 +22,7 @@ import numpy as np
 from moviegen.generation.device import Device
 from moviegen.generation.generate import GeneratedClip
 from moviegen.generation.resilient import generate_resilient
+from moviegen.media import write_frame
 from moviegen.spec import SEAM_FRAMES, ClipPlan
 
 
@@ -41,15 +42,11 @@ def continue_clip(
     ``frame_dir`` holds the PNG each continuation starts from. Raises the continuation's error when
     one cannot be made (out of memory whatever the fall-back, included).
     """
-    from PIL import Image
-
     frames, nan_fraction = first.frames, first.nan_fraction
-    frame_dir.mkdir(parents=True, exist_ok=True)
     for segment in range(1, clip.segments):
         if len(frames) >= clip.frames:
             break
-        start = frame_dir / f"{clip.clip_key}-{segment}.png"
-        Image.fromarray(frames[-1]).save(start)
+        start = write_frame(frames[-1], frame_dir / f"{clip.clip_key}-{segment}.png")
         request = replace(
             clip.request,
             task="i2v",

@@ -298,6 +298,9 @@ def _clips_table(clips: list[dict[str, Any]], scores: dict[tuple[Any, Any], dict
         text = esc(c.get("prompt"))
         if c.get("caption"):
             text += f"<br><small>caption: {esc(c['caption'])}</small>"
+        for k, shot in enumerate(c.get("shots", [])):
+            when = f"{shot['start_s']:.2f}–{shot['end_s']:.2f} s" if "start_s" in shot else f"{shot['duration_s']} s"
+            text += f"<br><small>shots[{k}] {esc(when)}: {esc(shot['prompt'])}</small>"
         body.append(
             f"<tr><td class=num>{esc(c.get('row'))}</td><td class=id><small>{esc(c.get('campaign_id'))}</small>"
             f"<br><code>{esc(c.get('clip_id'))}</code></td><td>{_badge(c.get('status'))}{reason}</td>"

@@ -91,6 +91,8 @@ def clip_records(
     for spec in validation.specs:
         rec = record(spec.row, spec.campaign_id, spec.clip_id)
         rec.update(prompt=spec.prompt, caption=spec.caption)
+        if spec.shots:  # the times as written; a generated row's record below has them to the frame
+            rec["shots"] = [{"prompt": shot.prompt, "duration_s": shot.duration_s} for shot in spec.shots]
         rec["channels"] = {channel: {"status": NOT_MADE} for channel in spec.channels}
         by_clip[(spec.campaign_id, spec.clip_id)] = rec
     for row in plan.already_published:
@@ -106,6 +108,8 @@ def clip_records(
     for m in masters:
         rec = record(m.clip.spec.row, m.clip.spec.campaign_id, m.clip.spec.clip_id)
         rec["clip_key"], rec["reused_master"] = m.clip.clip_key, m.reused
+        if m.clip.shots:
+            rec["shots"] = m.clip.shots_record()
         _add_seconds(rec["seconds"], {"generate": m.seconds, "frame_gate": m.gate_seconds})
     for r in renditions:
         rec = record(r.clip.spec.row, r.clip.spec.campaign_id, r.clip.spec.clip_id)

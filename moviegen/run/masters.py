@@ -19,8 +19,9 @@ from moviegen.generation.generate import GeneratedClip, batch_size_for
 from moviegen.generation.loading import process_pipeline_cache
 from moviegen.generation.options import PipelineOptions
 from moviegen.generation.resilient import generate_resilient
+from moviegen.generation.shots import assemble_shots, fit_shot
 from moviegen.generation.soundtrack import generate_soundtracks
-from moviegen.media import write_master
+from moviegen.media import read_frames, write_frame, write_master
 from moviegen.records import Master
 from moviegen.reliability import detached, failure_rule
 from moviegen.run.context import RunContext
@@ -62,13 +63,15 @@ def load_models(clips: Iterable[ClipPlan], ctx: RunContext) -> dict[str, float]:
     cache = process_pipeline_cache()
     settings = ctx.settings.generation
     options = PipelineOptions.from_settings(settings)  # part of the cache key: load what generation will use
-    for clip in {(c.model.location, c.loras): c for c in clips}.values():
+    calls = [shot for c in clips for shot in (c.shots or (c,))]  # a multi-shot row needs its shots' models
+    for clip in {(c.model.location, c.loras, c.request.task): c for c in calls}.values():
         started = time.perf_counter()
         loads_before = cache.loads[clip.model.location]
         try:
             cache.get(
-                clip.model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, options=options, loras=clip.loras
-            )
+                clip.model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, clip.request.task, options,
+                clip.loras,
+            )  # fmt: skip
         except Exception as exc:
             log.warning("model %s did not load ahead of generation: %s", clip.model.requested, exc)
             continue
@@ -92,7 +95,9 @@ def generate_masters(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
     needed = []
     for clip in batch:
         path = master_path(clip, ctx)
-        if path.is_file():
+        if clip.shots:
+            results[clip.clip_key] = generate_shots(clip, ctx)
+        elif path.is_file():
             results[clip.clip_key] = check_frames(Master(clip, path, reused=True), ctx)
         else:
             needed.append(clip)
@@ -108,10 +113,64 @@ def generate_masters(batch: list[ClipPlan], ctx: RunContext) -> list[Master]:
                     results[clip.clip_key] = _failed(clip, "generate", single)
     masters = add_soundtracks([results[clip.clip_key] for clip in batch], ctx)
     progress.advance("generate", len(batch))
-    failed = sum(1 for m in masters if m.problem is not None and m.problem.stage == "generate")
-    if failed:  # a clip that could not be generated never reaches the frame gate
+    failed = sum(1 for m in masters if m.problem is not None and m.problem.stage == "generate" and not m.clip.shots)
+    if failed:  # a clip that could not be generated never reaches the frame gate (generate_shots counts its own)
         progress.drop("frame_gate", failed)
     return masters
+
+
+def generate_shots(clip: ClipPlan, ctx: RunContext) -> Master:
+    """A multi-shot row's master: its shots generated (or reused) in order, each through the frame
+    gate, then assembled at their frame counts with the row's transition.
+
+    A shot with ``continuity: last_frame`` starts from the last frame of the shot before. The first
+    shot that fails holds back the row, its problem naming the shot (``shots[2].prompt``); the
+    shots generated before it stay cached for the next run.
+    """
+    made: list[np.ndarray] = []
+    shots: list[Master] = []
+    for k, shot in enumerate(clip.shots):
+        path = master_path(shot, ctx)
+        if path.is_file():
+            master = check_frames(Master(shot, path, reused=True), ctx)
+        else:
+            if shot.after is not None:
+                start = ctx.work_dir / "shots" / f"{shot.clip_key}-start.png"
+                write_frame(made[-1][-1], start)
+                shot = replace(shot, request=replace(shot.request, reference_path=str(start)))
+            got: dict[str, Master] = {}
+            failure = _attempt(lambda shot=shot, got=got: got.update(_generate([shot], ctx)))
+            master = got[shot.clip_key] if failure is None else _failed(shot, "generate", failure)
+        if master.problem is not None or master.path is None:
+            gated = master.problem is not None and master.problem.stage != "generate"
+            progress.drop("frame_gate", len(clip.shots) - k - gated)
+            assert master.problem is not None
+            return Master(clip, None, problem=shot_problem(clip, k, master.problem), fallbacks=master.fallbacks)
+        shots.append(master)
+        made.append(read_frames(master.path))
+    path = master_path(clip, ctx)
+    if not path.is_file():
+        extend = dict(clip.spec.look).get("extend") or ctx.styles[clip.spec.style].extend
+        pieces = [fit_shot(frames, count, extend) for frames, count in zip(made, clip.shot_frames, strict=True)]
+        write_master(assemble_shots(pieces, clip.transition, clip.transition_frames), clip.fps, path)
+    return Master(
+        clip,
+        path,
+        reused=all(m.reused for m in shots),
+        seconds=sum(m.seconds for m in shots),
+        nan_fraction=max(m.nan_fraction for m in shots),
+        seed=clip.spec.seed,
+        fallbacks=tuple(dict.fromkeys(note for m in shots for note in m.fallbacks)),
+        gate_seconds=sum(m.gate_seconds for m in shots),
+    )
+
+
+def shot_problem(clip: ClipPlan, shot: int, problem: Problem) -> Problem:
+    """A shot's problem as its row's: the column and message name the shot, the details keep its key."""
+    details = {**problem.details, "clip_key": clip.clip_key, "shot": shot, "shot_clip_key": clip.shots[shot].clip_key}
+    return replace(
+        problem, column=f"shots[{shot}].prompt", message=f"shots[{shot}]: {problem.message}", details=details
+    )
 
 
 def _attempt(step: Any) -> BaseException | None:

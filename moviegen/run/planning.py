@@ -15,6 +15,7 @@ from moviegen.config import Settings
 from moviegen.generation.adherence import ScorerError, scorer_identity
 from moviegen.generation.loading import model_revision
 from moviegen.generation.options import PipelineOptions
+from moviegen.generation.shots import shot_frame_counts
 from moviegen.generation.soundtrack import AudioModelError, audio_request
 from moviegen.models.registry import (
     ModelInfo,
@@ -64,24 +65,34 @@ class PlanError(ValueError):
         self.column = column
 
 
-def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None = None) -> ClipPlan:
+def plan_clip(
+    spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None = None, after: ClipPlan | None = None
+) -> ClipPlan:
     """Resolve a spec against its model's defaults into exactly what to generate.
 
     A row with a reference image or a source clip runs on the model (or companion model) that can
     do that task, and its input is fetched and checked here, before any GPU time: its content hash
-    is part of the clip_key. Raises AssetError or PlanError (both naming the column) when it cannot.
+    is part of the clip_key. A shot with ``after`` (``continuity: last_frame``) starts from that
+    shot's last frame, image-to-video, and its key follows that shot's. A multi-shot row is
+    planned shot by shot (``plan_shots``). Raises AssetError or PlanError (both naming the column)
+    when it cannot.
     """
-    settings = ctx.settings
-    try:
-        ref = resolve_for_task(resolve_model(spec.model), spec.task)
-    except UnknownModelError as exc:
-        raise PlanError(str(exc), "model") from None
     revisions = {} if revisions is None else revisions
+    if spec.shots:
+        return plan_shots(spec, ctx, revisions)
+    settings = ctx.settings
+    after = None if spec.reference_image else after  # a shot's own reference image wins
+    try:
+        ref = resolve_for_task(resolve_model(spec.model), "i2v" if after is not None else spec.task)
+    except UnknownModelError as exc:
+        raise PlanError(str(exc), "continuity" if after is not None else "model") from None
     if ref.location not in revisions:
         revisions[ref.location] = model_revision(ref, settings.cache_dir)
     info = ref.info
     conditioning = conditioning_inputs(spec, ctx.work_dir / "assets", ctx.uri_policy)
     request = replace(generation_request(spec, info, settings), **conditioning)
+    if after is not None:  # the start frame's path is known once that shot is generated
+        request = replace(request, task="i2v")
     scorer = None
     if spec.best_of > 1:
         if not settings.adherence.model:
@@ -92,14 +103,7 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
             )
         scorer = _cached(revisions, f"scorer:{settings.adherence.model}", ScorerError, "best_of",
                          lambda: scorer_identity(settings.adherence.model, settings.cache_dir))  # fmt: skip
-    audio = None
-    if spec.audio_prompt:
-        try:
-            audio = audio_request(
-                spec.audio_prompt, spec.seed, spec.duration_s, settings.audio, settings.cache_dir, revisions
-            )
-        except AudioModelError as exc:
-            raise PlanError(str(exc), "audio_prompt") from None
+    audio = soundtrack_for(spec, settings, revisions)
     options = PipelineOptions.from_settings(settings.generation).identity()
     if info.scheduler_shift is not None:  # a distilled entry's sampling, on weights other entries share
         options = (*options, ("scheduler_shift", f"{info.scheduler_shift:g}"))
@@ -120,7 +124,71 @@ def plan_clip(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str] | None 
         segments=segments,
         continuation=companion,
         continuation_revision=revisions[companion.location] if companion is not None else None,
+        after=after.clip_key if after is not None else None,
     )
+
+
+def plan_shots(spec: ClipSpec, ctx: RunContext, revisions: dict[str, str]) -> ClipPlan:
+    """A multi-shot row: each shot planned as a clip of its own (with ``continuity: last_frame``,
+    after the one before it), and the assembled master's plan around them.
+
+    The row's plan keeps the first shot's model and size, asks for the assembled frame count, and
+    carries the row's soundtrack (one under the whole ad); its clip_key hashes the shots' keys and
+    the assembly. Problems name the shot's column (``shots[1].reference_image``).
+    """
+    shots: list[ClipPlan] = []
+    for k, shot_spec in enumerate(spec.shot_specs()):
+        after = shots[-1] if shots and spec.continuity == "last_frame" else None
+        try:
+            shots.append(plan_clip(shot_spec, ctx, revisions, after))
+        except (AssetError, PlanError) as exc:
+            row_wide = exc.column in ("model", "best_of", "continuity", "loras")  # the row's columns, not the shot's
+            column = exc.column if row_wide else f"shots[{k}].{exc.column}"
+            raise type(exc)(f"shots[{k}]: {exc}", column=column) from None
+    first = shots[0]
+    sizes = {(s.request.width, s.request.height, s.fps) for s in shots}
+    if len(sizes) > 1:
+        raise PlanError(f"the shots' models make different sizes or rates {sorted(sizes)}: use one model", "model")
+    frames = shot_frame_counts([s.duration_s for s in spec.shots], first.fps)
+    over = 0 if spec.transition == "cut" else min(round(spec.transition_s * first.fps), min(frames) // 2)
+    audio = soundtrack_for(spec, ctx.settings, revisions)  # one under the whole ad
+    plan = replace(
+        first,
+        spec=spec,
+        request=replace(
+            first.request,
+            prompt=spec.prompt,
+            negative_prompt=spec.negative_prompt,
+            seed=spec.seed,
+            task="t2v",
+            reference_sha256=None,
+            reference_path=None,
+        ),
+        best_of=1,
+        scorer=None,
+        audio=audio,
+        segments=sum(s.segments for s in shots),  # the calls (best-of aside) that made the ad
+        continuation=None,
+        continuation_revision=None,
+        after=None,
+        shots=tuple(shots),
+        shot_frames=frames,
+        transition=spec.transition,
+        transition_frames=over,
+    )
+    return replace(plan, request=replace(plan.request, num_frames=plan.frames))
+
+
+def soundtrack_for(spec: ClipSpec, settings: Settings, revisions: dict[str, str]) -> Any:
+    """The row's soundtrack request (``audio_prompt``), as long as the row; None without one."""
+    if not spec.audio_prompt:
+        return None
+    try:
+        return audio_request(
+            spec.audio_prompt, spec.seed, spec.duration_s, settings.audio, settings.cache_dir, revisions
+        )
+    except AudioModelError as exc:
+        raise PlanError(str(exc), "audio_prompt") from None
 
 
 def continuation_for(spec: ClipSpec, ref: ModelRef, style: Style) -> tuple[int, ModelRef | None]:
@@ -262,7 +330,8 @@ def plan_campaign(specs: Iterable[ClipSpec], ctx: RunContext) -> CampaignPlan:
         if missing:
             plan.todo.append((clip, tuple(missing)))
     plan.seconds = time.perf_counter() - started
-    for stage, total in (("generate", len(plan.todo)), ("frame_gate", len(plan.todo)),
+    gated = sum(len(clip.shots) or 1 for clip, _ in plan.todo)  # the frame gate checks every shot
+    for stage, total in (("generate", len(plan.todo)), ("frame_gate", gated),
                          ("render", plan.renditions), ("publish", plan.renditions)):  # fmt: skip
         progress.start(stage, total)
     return plan

@@ -271,6 +271,8 @@ def publish_rendition(
         "model": clip.model.requested,
         "loras": clip.loras_record(),
         "segments": clip.segments,
+        "shots": clip.shots_record(),
+        "transition": clip.transition if clip.shots else None,
         "generator": f"moviegen {__version__}",
     }
     credentials = verdict.provenance.credentials
@@ -303,6 +305,7 @@ def publish_rendition(
         "label": label.text if label else None,
         "loras": json.dumps(clip.loras_record()) if clip.loras else None,
         "segments": clip.segments,
+        "shots": len(clip.shots) or 1,
     }
     record_intent(ctx.out, row)
     ctx.out.put_file(poster, *paths["poster"])

@@ -63,6 +63,7 @@ class WorkItem:
     render_cpu_s: float = 0.0  # CPU seconds of all its renditions (what sizes render_workers)
     continuation: str | None = None  # the model that continues a clip longer than one call (extend: continue)
     segments: int = 1  # calls the clip takes: its own, then (segments - 1) continuations
+    shots: int = 0  # a multi-shot row's shots (each generated in order, on this row's worker)
 
     @property
     def seconds(self) -> float:
@@ -84,6 +85,22 @@ def work_item(
     make is derived from the row and the model's defaults, with no model files needed (``looks``:
     the styles by name, built once by a caller pricing many rows; default from ``settings``).
     """
+    if spec.shots:  # priced shot by shot (each on its own model and length), rendered as one ad
+        looks = looks or styles(settings.styles)
+        shots = (
+            [work_item(s.spec, (), settings, presets, cost, s, looks) for s in clip.shots]
+            if clip
+            else [work_item(s, (), settings, presets, cost, looks=looks) for s in spec.shot_specs()]
+        )
+        whole = work_item(replace(spec, shots=()), channels, settings, presets, cost, looks=looks)
+        return replace(
+            whole,
+            batch_key=("shots", spec.campaign_id, spec.clip_id),
+            generate_s=sum(s.generate_s for s in shots),
+            continuation=next((s.continuation for s in shots if s.continuation), None),
+            segments=1 + sum(s.segments - 1 for s in shots),  # the continuations of its long shots
+            shots=len(shots),
+        )
     ref = resolve_for_task(resolve_model(spec.model), spec.task) if clip is None else clip.model
     info, location = ref.info, ref.location
     request = generation_request(spec, info, settings) if clip is None else clip.request

@@ -41,10 +41,12 @@ def record_timings(
     for m in masters:
         if m.reused or m.seconds <= 0:
             continue
-        r, item = m.clip.request, f"{m.clip.spec.campaign_id}/{m.clip.spec.clip_id}"
-        # The cost model prices one call: best-of-N makes N, and a continued clip (segments - 1) more
-        # (on its companion model for Wan: priced as the row's model, an approximation).
-        per_candidate = m.seconds / (m.clip.best_of + m.clip.segments - 1)
+        one_call = m.clip.shots[0] if m.clip.shots else m.clip  # a multi-shot row's shots share a size
+        r, item = one_call.request, f"{m.clip.spec.campaign_id}/{m.clip.spec.clip_id}"
+        # The cost model prices one call: best-of-N makes N, a continued clip (segments - 1) more
+        # (on its companion model for Wan: priced as the row's model, an approximation), and a
+        # multi-shot row its shots' calls (their lengths differ: priced at the mean).
+        per_candidate = m.seconds / m.clip.calls
         rows.append(
             timing_row(ctx.run_id, GENERATE, m.clip.model.info.name, item, device, per_candidate, now,
                        r.width, r.height, r.num_frames, r.steps)

@@ -32,7 +32,7 @@ from moviegen.generation.device import pick_device
 from moviegen.generation.loading import loaded_models, pretrained_processor, transformers_from_pretrained
 from moviegen.models.locations import resolve_location
 from moviegen.models.tiny import local_location
-from moviegen.safety.policy import COMBINED_FIELDS
+from moviegen.safety.policy import video_texts
 from moviegen.safety.verdict import Finding, PromptVerdict
 from moviegen.spec import ClipSpec
 
@@ -226,8 +226,8 @@ def load_moderator(settings: ModeratorSettings, cache_dir: Path) -> Moderator:
 
 
 def moderated_text(spec: ClipSpec) -> str:
-    """The row's text that reaches the video, as the moderator reads it: prompt, then title, caption, CTA."""
-    return "\n".join(getattr(spec, name) for name in COMBINED_FIELDS if getattr(spec, name).strip())
+    """The row's text that reaches the video, as the moderator reads it: prompt, title, caption, CTA, shots."""
+    return "\n".join(video_texts(spec).values())
 
 
 @dataclass

@@ -24,6 +24,16 @@ DEFAULT_POLICY = "default"
 PROMPT_FIELDS = ("prompt", "negative_prompt", "caption", "hashtags", "audio_prompt", "title", "cta")
 # The text of a row that reaches the video (generated, or burned in): combination rules read it as one.
 COMBINED_FIELDS = ("prompt", "title", "caption", "cta")
+
+
+def video_texts(spec: Any) -> dict[str, str]:
+    """A row's text that reaches the video, by field: the combined fields, then every shot's prompt
+    (``shots[2].prompt``); empty ones left out."""
+    texts = {name: getattr(spec, name) for name in COMBINED_FIELDS}
+    texts |= {f"shots[{k}].prompt": shot.prompt for k, shot in enumerate(spec.shots)}
+    return {name: text for name, text in texts.items() if text.strip()}
+
+
 Check = Literal["terms", "names", "pii", "classifier", "length"]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from moviegen.catalog.check import CatalogValidation
 from moviegen.safety.moderator import Moderation
-from moviegen.safety.policy import COMBINED_FIELDS, CombinationRule, Policy, PolicySet, zero_tolerance
+from moviegen.safety.policy import CombinationRule, Policy, PolicySet, video_texts, zero_tolerance
 from moviegen.safety.text import Occurrence, TermHit, TermIndex, canonical, find_pii
 from moviegen.safety.verdict import Finding, PromptVerdict
 from moviegen.spec import ClipSpec
@@ -85,6 +85,11 @@ class PromptGate:
             "title": spec.title,
             "cta": spec.cta,
         }
+        for k, shot in enumerate(spec.shots):  # each shot's text is checked as the prompt is
+            for name in ("prompt", "negative_prompt"):
+                if name in checks:
+                    checks[f"shots[{k}].{name}"] = checks[name]
+                    texts[f"shots[{k}].{name}"] = getattr(shot, name)
         return {name: (texts[name], list(c)) for name, c in checks.items() if texts[name].strip()}
 
     def check(self, specs: Sequence[ClipSpec]) -> list[PromptVerdict]:
@@ -168,7 +173,7 @@ class PromptGate:
 
     def combination_findings(self, spec: ClipSpec) -> list[Finding]:
         """Findings of the combination rules over the row's text that reaches the video."""
-        texts = {name: getattr(spec, name) for name in COMBINED_FIELDS if getattr(spec, name).strip()}
+        texts = video_texts(spec)
         found = {name: self.groups.occurrences(text) for name, text in texts.items()}
         findings = []
         for name, (rule, strict) in self.combinations.items():
