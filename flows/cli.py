@@ -349,6 +349,7 @@ def plan(
     """
     from moviegen.costs import load_cost_model
     from moviegen.generation.generate import grouping_batch_size
+    from moviegen.models.registry import resolve_for_task, resolve_model
     from moviegen.presets import channel_presets, styles
     from moviegen.run.screening import check_catalog
     from moviegen.run.shards import plan_shards, render_sizing, work_item
@@ -377,6 +378,8 @@ def plan(
             entry["clips"] += 1
             entry["calls"] += item.segments - 1
     multi_shot = [item.shots for item in items if item.shots]
+    chained = sorted({resolve_for_task(resolve_model(s.model), "i2v").info.name  # continuity: last_frame
+                      for s in validation.specs if len(s.shots) > 1 and s.continuity == "last_frame"})  # fmt: skip
     cores = cores or len(os.sched_getaffinity(0))
     sizing = {s.shard_id: render_sizing(s.items, cores) for s in layout.shards}
     report = {
@@ -387,7 +390,7 @@ def plan(
         "wall_s": round(layout.makespan_s, 3),
         "by_model": {m: {**e, "gpu_s": round(e["gpu_s"], 3)} for m, e in sorted(by_model.items())},
         "continuations": continued,
-        "multi_shot": {"rows": len(multi_shot), "shots": sum(multi_shot)},
+        "multi_shot": {"rows": len(multi_shot), "shots": sum(multi_shot), "image_to_video": chained},
         "cost_model": cost.describe(),
         "render_sizing": {
             "cores": cores,
@@ -436,6 +439,9 @@ def plan(
     if multi_shot:
         shots = sum(multi_shot)
         stdout.print(f"{len(multi_shot)} multi-shot row(s): {shots} shots, each generated and cached on its own")
+    for name in chained:  # priced as the row's model (the cost model has no rate for the companion yet)
+        extra = "" if name in by_model else f"; {name} is loaded besides the rows' models"
+        stdout.print(f"shots with continuity: last_frame start from the shot before on {name}{extra}")
 
 
 def render_sizing_line(fits: list[RenderSizing], cores: int, configured: int) -> str:

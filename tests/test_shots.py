@@ -209,12 +209,17 @@ def test_editing_a_shot_changes_its_key_and_with_last_frame_the_keys_after_it(tm
 
 def test_plan_counts_the_multi_shot_rows(tmp_path):
     catalog = tmp_path / "catalog.parquet"
-    write_catalog([row("ad", duration_s=None, shots=shots(SHOE, TRAIL, LOGO, duration_s=2.0)), row("plain")],
+    write_catalog([row("ad", duration_s=None, shots=shots(SHOE, TRAIL, LOGO, duration_s=2.0)), row("plain"),
+                   row("chain", duration_s=None, shots=shots(SHOE, TRAIL), continuity="last_frame")],
                   str(catalog))  # fmt: skip
     moviegen = str(Path(sys.executable).with_name("moviegen"))
     done = subprocess.run([moviegen, "plan", str(catalog), "--json"], capture_output=True, text=True, env=os.environ)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["multi_shot"] == {"rows": 1, "shots": 3}
+    assert json.loads(done.stdout)["multi_shot"] == {"rows": 2, "shots": 5, "image_to_video": ["tiny-wan-i2v"]}
+    human = " ".join(subprocess.run([moviegen, "plan", str(catalog)], capture_output=True, text=True,
+                                    env=os.environ).stdout.split())  # fmt: skip
+    assert "2 multi-shot row(s): 5 shots, each generated and cached on its own" in human
+    assert "start from the shot before on tiny-wan-i2v; tiny-wan-i2v is loaded besides the rows' models" in human
 
 
 # --- end to end -------------------------------------------------------------------------------------

@@ -59,12 +59,22 @@ def assemble_shots(shots: Sequence[np.ndarray], transition: str = "cut", over: i
             pieces += [out[:-over], np.clip(np.rint(blend), 0, 255).astype(np.uint8)]
             out = shot[over:]
         return np.concatenate([*pieces, out])
-    if transition == "fade":
+    if transition == "fade":  # only the frames that fade are computed; the rest are joined as they are
         darken, brighten = over // 2, over - over // 2
-        faded = [shot.astype(np.float32) for shot in shots]
-        for k in range(len(faded) - 1):
-            if darken:
-                faded[k][-darken:] *= np.linspace(1, 0, darken + 1, dtype=np.float32)[1:, None, None, None]
-            faded[k + 1][:brighten] *= np.linspace(0, 1, brighten + 1, dtype=np.float32)[1:, None, None, None]
-        return np.clip(np.rint(np.concatenate(faded)), 0, 255).astype(np.uint8)
+        pieces = []
+        for k, shot in enumerate(shots):
+            head = brighten if k > 0 else 0
+            tail = darken if k < len(shots) - 1 else 0
+            if head:
+                pieces.append(_scaled(shot[:head], np.linspace(0, 1, head + 1)[1:]))
+            pieces.append(shot[head : len(shot) - tail])
+            if tail:
+                pieces.append(_scaled(shot[-tail:], np.linspace(1, 0, tail + 1)[1:]))
+        return np.concatenate(pieces)
     raise ValueError(f"unknown transition {transition!r}: use cut, crossfade or fade")
+
+
+def _scaled(frames: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Each frame times its gain, rounded back to uint8."""
+    scaled = frames.astype(np.float32) * gains.astype(np.float32)[:, None, None, None]
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
