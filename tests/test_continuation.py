@@ -66,21 +66,23 @@ def test_long_rows_continue_unless_they_ask_to_loop_and_short_rows_keep_their_ke
     assert held.segments == 1 and short.segments == 1
     assert long.request == looped.request  # the first segment is the looped clip's request...
     assert long.clip_key != looped.clip_key == held.clip_key  # ...but the master is another one
-    assert (cog.segments, cog.continuation) == (1, None)  # no tiny CogVideoX image-to-video build: loops
+    assert (cog.segments, cog.continuation.info.name) == (2, "tiny-cogvideox-i2v")  # 49 frames at 8 fps a call
     _, again = planned(tmp_path / "again", [row("long", duration_s=15.0, prompt=KITE, seed=8)])
     assert again["long"].clip_key != long.clip_key
 
 
-@pytest.mark.parametrize("model", ["tiny-wan", "tiny-ltx"])
-def test_continuation_on_the_familys_image_to_video_pipeline(tmp_path, tiny_model, model):
+@pytest.mark.parametrize(("model", "seconds", "aspect"), [("tiny-wan", 1.0, "1:1"), ("tiny-ltx", 1.0, "1:1"),
+                                                      ("tiny-cogvideox", 2.0, "16:9")])  # fmt: skip
+def test_continuation_on_the_familys_image_to_video_pipeline(tmp_path, tiny_model, model, seconds, aspect):
     """Short segments (9 frames a call) so each family's continuation runs quickly; the seams are read back."""
-    ctx, clips = planned(tmp_path, [row("c", model=model, duration_s=1.0, aspect="1:1")])
+    ctx, clips = planned(tmp_path, [row("c", model=model, duration_s=seconds, aspect=aspect)])
     one_call = clips["c"]
     base = replace(one_call.request, num_frames=9)
-    expected = one_call.model.info.frames_needed(1.0)  # 17 at 16 fps (Wan), 25 at 24 fps (LTX)
+    expected = one_call.model.info.frames_needed(seconds)  # 17 at 16 fps (Wan, CogVideoX's 2 s at 8), 25 (LTX)
     segments = 1 + -(-(expected - 9) // 8)
-    clip = replace(one_call, request=base, segments=segments, continuation=resolve_model(
-        "tiny-wan-i2v" if model == "tiny-wan" else "tiny-ltx"), continuation_revision="test")  # fmt: skip
+    companion = {"tiny-wan": "tiny-wan-i2v", "tiny-ltx": "tiny-ltx", "tiny-cogvideox": "tiny-cogvideox-i2v"}[model]
+    clip = replace(one_call, request=base, segments=segments, continuation=resolve_model(companion),
+                   continuation_revision="test")  # fmt: skip
     [master] = generate_masters([clip], ctx)
     assert master.problem is None, master.problem
     frames = read_frames(master.path)

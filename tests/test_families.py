@@ -38,8 +38,9 @@ def request(task="t2v", seed=3, **kw):
 
 @pytest.mark.parametrize(
     ("name", "pipeline"),
-    [("tiny-ltx", "LTXPipeline"), ("tiny-cogvideox", "CogVideoXPipeline"), ("tiny-wan-i2v", "WanImageToVideoPipeline")],
-)
+    [("tiny-ltx", "LTXPipeline"), ("tiny-cogvideox", "CogVideoXPipeline"), ("tiny-wan-i2v", "WanImageToVideoPipeline"),
+     ("tiny-cogvideox-i2v", "CogVideoXImageToVideoPipeline")],
+)  # fmt: skip
 def test_each_tiny_build_round_trips_through_save_and_from_pretrained(name, pipeline, cache_dir):
     import diffusers
 
@@ -54,6 +55,7 @@ def test_each_tiny_build_round_trips_through_save_and_from_pretrained(name, pipe
         "tiny-ltx": tiny.build_tiny_ltx,
         "tiny-cogvideox": tiny.build_tiny_cogvideox,
         "tiny-wan-i2v": tiny.build_tiny_wan_i2v,
+        "tiny-cogvideox-i2v": lambda: tiny.build_tiny_cogvideox(image_to_video=True),
     }[name]()
     saved, built = loaded.transformer.state_dict(), fresh.transformer.state_dict()
     assert saved.keys() == built.keys() and all(torch.equal(saved[k], built[k]) for k in saved)
@@ -79,6 +81,7 @@ def test_each_task_resolves_to_a_model_that_runs_it(tiny_model):
     assert resolve_for_task(resolve_model("wan2.1-t2v-1.3b"), "i2v").location == "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
     assert resolve_for_task(resolve_model("tiny-ltx"), "i2v").info.name == "tiny-ltx"  # same weights
     assert resolve_for_task(resolve_model("cogvideox-5b"), "i2v").location == "THUDM/CogVideoX-5b-I2V"
+    assert resolve_for_task(resolve_model("tiny-cogvideox"), "i2v").info.name == "tiny-cogvideox-i2v"
     assert resolve_for_task(resolve_model("tiny-cogvideox"), "v2v").pipeline_for("v2v") == (
         "CogVideoXVideoToVideoPipeline"
     )
@@ -137,7 +140,9 @@ def test_video_to_video_edits_the_clip_on_the_text_to_video_weights(real_clip, c
     assert not np.array_equal(stronger.frames, clip.frames)  # the strength reaches the pipeline
 
 
-@pytest.mark.parametrize(("model", "task"), [("tiny-ltx", "t2v"), ("tiny-ltx", "i2v"), ("tiny-cogvideox", "v2v")])
+@pytest.mark.parametrize(
+    ("model", "task"), [("tiny-ltx", "t2v"), ("tiny-ltx", "i2v"), ("tiny-cogvideox", "v2v"), ("tiny-cogvideox", "i2v")]
+)
 def test_ltx_and_cogvideox_generate_on_their_tiny_builds(model, task, photo, real_clip, cache_dir):
     ref = resolve_for_task(resolve_model(model), task)
     pipe = PipelineCache().get(ref, CPU, cache_dir, task=task)

@@ -111,7 +111,7 @@ def test_validation_explains_every_bad_shot_value(tmp_path):
         ad("channel", shots=shots(SHOE, TRAIL, LOGO), channels=["x"]) ,
         ad("conflict", shots=shots(SHOE), reference_image=str(write_frame(flat(90, 1)[0], tmp_path / "hero.png"))),
         ad("too-many", shots=shots(*["a shot"] * 13, duration_s=1.0)),
-        ad("no-i2v", shots=shots(SHOE, TRAIL), model="tiny-cogvideox", continuity="last_frame"),
+        ad("no-i2v", shots=shots(SHOE, TRAIL), model="cogvideox-2b", continuity="last_frame"),
         ad("bad-transition", shots=shots(SHOE, TRAIL), transition="wipe"),
         ad("good", shots=shots(SHOE, TRAIL, LOGO), duration_s=12.0),
     ]  # fmt: skip
@@ -128,7 +128,7 @@ def test_validation_explains_every_bad_shot_value(tmp_path):
         ("channel", "shots", "too_long_for_channel"): "the shots last 12 s, which is longer than x allows (10 s)",
         ("conflict", "reference_image", "conflict"): "a row with shots takes no reference_image",
         ("too-many", "shots", "too_many"): "shots lists 13 shots; use 12 at most",
-        ("no-i2v", "continuity", "unsupported_task"): "tiny-cogvideox",
+        ("no-i2v", "continuity", "unsupported_task"): "cogvideox-2b",
         ("bad-transition", "transition", "unknown_transition"): "unknown transition 'wipe'",
     }
     for key, words in expect.items():

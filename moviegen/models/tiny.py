@@ -9,6 +9,7 @@ numbers mean nothing, but every shape, dtype, tokenizer and config path is the r
     tiny-wan-i2v       WanImageToVideoPipeline   image-to-video, with a CLIP vision encoder
     tiny-ltx           LTXPipeline               text- and image-to-video (LTX-Video's 32x spatial, 8x temporal VAE)
     tiny-cogvideox     CogVideoXPipeline         text-to-video (and video-to-video on the same weights)
+    tiny-cogvideox-i2v CogVideoXImageToVideoPipeline  image-to-video (the image's latents beside the noise's)
     tiny-stable-audio  StableAudioPipeline       text-to-audio, 44.1 kHz stereo, up to about 6 s
     tiny-clip          CLIPModel + CLIPProcessor prompt-adherence scorer (a real byte-level BPE CLIP tokenizer)
     tiny-llama-guard   LlamaForCausalLM + chat template: a generative prompt moderator ("safe" / "unsafe\nS1")
@@ -33,6 +34,7 @@ TINY_BUILDS: dict[str, str] = {
     "tiny-wan-i2v": "tiny-wan-i2v-v2",
     "tiny-ltx": "tiny-ltx-v1",
     "tiny-cogvideox": "tiny-cogvideox-v1",
+    "tiny-cogvideox-i2v": "tiny-cogvideox-i2v-v1",
     "tiny-stable-audio": "tiny-stable-audio-v1",
     "tiny-clip": "tiny-clip-v1",
     "tiny-llama-guard": "tiny-llama-guard-v1",
@@ -184,15 +186,25 @@ def build_tiny_ltx():  # -> diffusers.LTXPipeline
     )
 
 
-def build_tiny_cogvideox():  # -> diffusers.CogVideoXPipeline
-    """CogVideoX-2b's layout (8x spatial, 4x temporal VAE, 2x2 patches, sin-cos positions, 226 text tokens)."""
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+def build_tiny_cogvideox(image_to_video: bool = False):  # -> diffusers.CogVideoXPipeline (or ...ImageToVideo...)
+    """CogVideoX-2b's layout (8x spatial, 4x temporal VAE, 2x2 patches, sin-cos positions, 226 text tokens).
+
+    ``image_to_video``: CogVideoX-5b-I2V's way of conditioning: the image's latents are concatenated
+    to the noise's on the channel axis, so the transformer takes twice the latent channels in.
+    """
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXImageToVideoPipeline,
+        CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+    )
 
     with _seeded():
         transformer = CogVideoXTransformer3DModel(
             num_attention_heads=2,
             attention_head_dim=8,
-            in_channels=4,
+            in_channels=8 if image_to_video else 4,
             out_channels=4,
             time_embed_dim=8,
             text_embed_dim=32,
@@ -216,7 +228,8 @@ def build_tiny_cogvideox():  # -> diffusers.CogVideoXPipeline
         timestep_spacing="trailing",
         snr_shift_scale=3.0,
     )
-    return CogVideoXPipeline(
+    pipeline = CogVideoXImageToVideoPipeline if image_to_video else CogVideoXPipeline
+    return pipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )
 
@@ -320,6 +333,7 @@ _BUILDERS: dict[str, Callable[[], Any]] = {
     "tiny-wan-i2v": lambda: [build_tiny_wan_i2v()],
     "tiny-ltx": lambda: [build_tiny_ltx()],
     "tiny-cogvideox": lambda: [build_tiny_cogvideox()],
+    "tiny-cogvideox-i2v": lambda: [build_tiny_cogvideox(image_to_video=True)],
     "tiny-stable-audio": lambda: [build_tiny_stable_audio()],
     "tiny-clip": lambda: list(build_tiny_clip()),
 }
