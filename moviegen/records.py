@@ -33,6 +33,7 @@ class Master:
     clip: ClipPlan
     path: Path | None
     seconds: float = 0.0
+    continued_s: float = 0.0  # of those, the continuation segments' (on the continuing model)
     reused: bool = False
     nan_fraction: float = 0.0
     problem: Problem | None = None
@@ -40,6 +41,7 @@ class Master:
     soundtrack: Path | None = None  # the generated soundtrack (WAV), when the row has an audio prompt
     seed: int | None = None  # the seed that made it (best-of-N may choose another than the row's)
     fallbacks: tuple[str, ...] = ()  # memory fall-backs its generation took (see generate_resilient)
+    shots: tuple[Master, ...] = ()  # a multi-shot row's: the shots' masters it was assembled from
 
 
 @dataclass

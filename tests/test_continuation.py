@@ -15,7 +15,8 @@ import pytest
 from conftest import fast_settings, row
 
 from moviegen.catalog.schema import write_catalog
-from moviegen.generation.continuation import join_segment
+from moviegen.costs import TIMINGS_SCHEMA
+from moviegen.generation.continuation import eased_segment
 from moviegen.media import probe, read_frames
 from moviegen.models.registry import resolve_model
 from moviegen.publish.manifest import latest_renditions
@@ -97,14 +98,14 @@ def test_continuation_on_the_familys_image_to_video_pipeline(tmp_path, tiny_mode
     assert not repeats_one_clip_earlier(frames, 9)
 
 
-def test_join_segment_drops_the_start_frame_and_eases_in():
-    before = np.zeros((5, 2, 2, 3), np.uint8)
+def test_a_segment_drops_its_start_frame_and_eases_in():
+    last = np.zeros((2, 2, 3), np.uint8)
     segment = np.full((6, 2, 2, 3), 250, np.uint8)
-    joined = join_segment(before, segment, seam=4)
-    assert len(joined) == 5 + 5
-    assert [int(v) for v in joined[5:, 0, 0, 0]] == [50, 100, 150, 200, 250]
+    eased = eased_segment(last, segment, seam=4)
+    assert [int(v) for v in eased[:, 0, 0, 0]] == [50, 100, 150, 200, 250]
+    assert segment[1:].min() == 250  # the model's frames are left as they came
     with pytest.raises(ValueError, match="came back as"):
-        join_segment(before, np.zeros((3, 4, 4, 3), np.uint8))
+        eased_segment(last, np.zeros((3, 4, 4, 3), np.uint8))
 
 
 @pytest.mark.slow
@@ -128,6 +129,11 @@ def test_a_15_s_row_is_published_whole_from_continued_segments(tmp_path, tiny_mo
     assert sidecar["segments"] == 3
     rows = OutputRoot(settings.out).read_rows("manifest", MANIFEST_SCHEMA).to_pylist()
     assert [r["segments"] for r in rows] == [3]
+    # The continuation's calls are timed apart and recorded as the model that made them (cost data).
+    timings = OutputRoot(settings.out).read_rows("timings", TIMINGS_SCHEMA).to_pylist()
+    generated = {t["model"]: t for t in timings if t["kind"] == "generate"}
+    assert sorted(generated) == ["tiny-wan", "tiny-wan-i2v"]
+    assert all(t["seconds"] > 0 and t["frames"] == 81 for t in generated.values())
     again = run_campaign_plain(str(catalog), settings)
     assert again.published == [] and again.generated == 0
     assert latest_renditions(OutputRoot(settings.out))[("test-camp", "long", "wide_small")]["segments"] == 3

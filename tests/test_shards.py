@@ -91,6 +91,19 @@ def test_counting_rows_would_be_far_worse():
     assert layout.makespan_s < 0.2 * by_count_makespan
 
 
+def test_a_continued_row_prices_its_extra_segments_on_the_model_that_continues_it():
+    """Wan 2.1 1.3B has no image-to-video build: its 15 s row's two continuations run on the 14B i2v one."""
+    cost, settings, presets = CostModel(device="cuda"), Settings(), channel_presets({})
+    item = work_item(spec(0, model="wan2.1-t2v-1.3b", duration_s=15.0), ("x",), settings, presets, cost)
+    assert (item.segments, item.continuation) == (3, "wan2.1-i2v-14b-480p")
+    r = generation_request(spec(0, model="wan2.1-t2v-1.3b", duration_s=15.0), resolve_model("wan2.1-t2v-1.3b").info,
+                           settings)  # fmt: skip
+    call = (r.width, r.height, r.num_frames, r.steps)
+    own, companion = cost.generate_seconds("wan2.1-t2v-1.3b", *call), cost.generate_seconds(item.continuation, *call)
+    assert companion > 2 * own  # the companion is the 14B model: pricing it as the 1.3B would hide most of the row
+    assert item.generate_s == pytest.approx(own + 2 * companion)
+
+
 def test_batch_mates_stay_together_and_small_groups_split_across_shards():
     cost, settings, presets = CostModel(device="cpu"), Settings(), channel_presets({})
     alike = [work_item(spec(i, model="tiny-wan", duration_s=1.0), ("x",), settings, presets, cost) for i in range(6)]

@@ -17,6 +17,7 @@ import pytest
 from conftest import fast_settings, row
 
 from moviegen.catalog.schema import write_catalog
+from moviegen.costs import TIMINGS_SCHEMA
 from moviegen.generation.shots import assemble_shots, fit_shot, shot_frame_counts
 from moviegen.media import probe, read_frames, write_frame, write_master
 from moviegen.run.context import start_run
@@ -246,6 +247,14 @@ def three_shot_ad(tmp_path_factory, tiny_model):
     return tmp, catalog, settings, first, masters, again
 
 
+def generate_timings(settings, run_id: str) -> list[tuple[str, str, int]]:
+    """The run's generate timings (the cost model's data): item, model and frames, one per call recorded."""
+    rows = OutputRoot(settings.out).read_rows("timings", TIMINGS_SCHEMA).to_pylist()
+    return sorted(
+        (t["item"], t["model"], t["frames"]) for t in rows if t["run_id"] == run_id and t["kind"] == "generate"
+    )
+
+
 def published(summary, clip_id: str) -> dict:
     [found] = [p for p in summary.published if p["clip_id"] == clip_id]
     return found
@@ -275,6 +284,12 @@ def test_a_three_shot_ad_publishes_12_s_with_its_seams_at_the_shot_boundaries(th
         (SHOE, 0.0, 4.0), (TRAIL, 4.0, 8.0), (LOGO, 8.0, 12.0)]  # fmt: skip
     report = (tmp / "out" / "runs" / first.run_id / "report.html").read_text()
     assert f"shots[1] 4.00–8.00 s: {TRAIL}" in report
+    # Each shot is timed as the call it was, on the model that made it (the chain's second shot on i2v).
+    [(item, model, frames)] = {t for t in generate_timings(settings, first.run_id) if t[0] == "test-camp/ad"}
+    assert (item, model) == ("test-camp/ad", "tiny-wan") and frames >= 64
+    assert len(generate_timings(settings, first.run_id)) == 3 + 2
+    assert [m for i, m, _ in generate_timings(settings, first.run_id) if i == "test-camp/chain"] == [
+        "tiny-wan", "tiny-wan-i2v"]  # fmt: skip
     assert again.published == [] and again.generated == 0 and again.exit_code == 0
 
 
@@ -294,6 +309,7 @@ def test_editing_one_shot_regenerates_only_that_shot(three_shot_ad):
     assert sorted([f"{keys[1]}.mkv", f"{made['clip_key']}.mkv"]) == new  # the edited shot and the new ad
     assert f"{keys[0]}.mkv" in masters_before and f"{keys[2]}.mkv" in masters_before  # shots 0 and 2 reused
     assert edited.generated == 1 and made["clip_key"] != published(first, "ad")["clip_key"]
+    assert [(i, m) for i, m, _ in generate_timings(settings, edited.run_id)] == [("test-camp/ad", "tiny-wan")]
 
 
 @pytest.mark.slow

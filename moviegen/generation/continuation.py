@@ -42,25 +42,28 @@ def continue_clip(
     ``frame_dir`` holds the PNG each continuation starts from. Raises the continuation's error when
     one cannot be made (out of memory whatever the fall-back, included).
     """
-    frames, nan_fraction = first.frames, first.nan_fraction
+    parts, nan_fraction = [first.frames], first.nan_fraction
+    made_frames = len(first.frames)
     for segment in range(1, clip.segments):
-        if len(frames) >= clip.frames:
+        if made_frames >= clip.frames:
             break
-        start = write_frame(frames[-1], frame_dir / f"{clip.clip_key}-{segment}.png")
+        start = write_frame(parts[-1][-1], frame_dir / f"{clip.clip_key}-{segment}.png")
         request = replace(
             clip.request,
             task="i2v",
             reference_path=str(start),
             seed=(seed + segment) % 2**32,
-            num_frames=segment_frames(clip, len(frames)),
+            num_frames=segment_frames(clip, made_frames),
         )
         [made] = generate_resilient(pipe, [request], device, oom_fallback, notes)
         if isinstance(made, BaseException):
             raise made
-        frames = join_segment(frames, made.frames)
+        parts.append(eased_segment(parts[-1][-1], made.frames))
+        made_frames += len(parts[-1])
         nan_fraction = max(nan_fraction, made.nan_fraction)
         start.unlink(missing_ok=True)
-    return GeneratedClip(np.ascontiguousarray(frames[: clip.frames]), nan_fraction)
+    # One concatenation at the end: joining segment by segment would copy the clip once per segment.
+    return GeneratedClip(np.concatenate(parts)[: clip.frames], nan_fraction)
 
 
 def segment_frames(clip: ClipPlan, made: int) -> int:
@@ -71,13 +74,14 @@ def segment_frames(clip: ClipPlan, made: int) -> int:
     return min(clip.request.num_frames, math.ceil(missing / multiple) * multiple + 1)
 
 
-def join_segment(before: np.ndarray, segment: np.ndarray, seam: int = SEAM_FRAMES) -> np.ndarray:
-    """``before`` then ``segment`` without its first frame (the one it starts from), the next ``seam``
-    frames eased in from ``before``'s last frame (weights 1/(seam+1) ... seam/(seam+1))."""
-    if segment.shape[1:] != before.shape[1:]:
-        raise ValueError(f"a continuation of {before.shape[1:]} frames came back as {segment.shape[1:]}")
-    new = segment[1:].astype(np.float32)
-    ease = min(seam, len(new))
+def eased_segment(last: np.ndarray, segment: np.ndarray, seam: int = SEAM_FRAMES) -> np.ndarray:
+    """``segment`` without its first frame (the one it starts from, ``last``), its next ``seam`` frames
+    eased in from ``last`` (weights 1/(seam+1) ... seam/(seam+1)): the frames that follow ``last``."""
+    if segment.shape[1:] != last.shape:
+        raise ValueError(f"a continuation of {last.shape} frames came back as {segment.shape[1:]}")
+    ease = min(seam, len(segment) - 1)
+    new = segment[1:].copy()
     weights = (np.arange(1, ease + 1, dtype=np.float32) / (seam + 1))[:, None, None, None]
-    new[:ease] = (1 - weights) * before[-1].astype(np.float32) + weights * new[:ease]
-    return np.concatenate([before, np.clip(np.rint(new), 0, 255).astype(np.uint8)])
+    eased = (1 - weights) * last.astype(np.float32) + weights * segment[1 : ease + 1].astype(np.float32)
+    new[:ease] = np.clip(np.rint(eased), 0, 255).astype(np.uint8)
+    return new

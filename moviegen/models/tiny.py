@@ -4,6 +4,8 @@ Each is saved with ``save_pretrained`` and loaded back with ``from_pretrained`` 
 model, so demos and tests exercise the real loading and generation code. Their weights are random:
 the video models make abstract moving colour, the audio model makes noise, and the CLIP scorer's
 numbers mean nothing, but every shape, dtype, tokenizer and config path is the real one.
+Over 500 lines on purpose: one builder per tiny model, side by side with the few shape helpers they
+share, so a new family's build reads like its neighbours'.
 
     tiny-wan           WanPipeline               text-to-video (and video-to-video on the same weights)
     tiny-wan-i2v       WanImageToVideoPipeline   image-to-video, with a CLIP vision encoder

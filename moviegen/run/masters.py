@@ -32,7 +32,7 @@ from moviegen.safety import (
     record_scores,
     score_row,
 )
-from moviegen.spec import ClipPlan, Problem
+from moviegen.spec import ClipPlan, LoraAdapter, Problem
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +64,28 @@ def load_models(clips: Iterable[ClipPlan], ctx: RunContext) -> dict[str, float]:
     settings = ctx.settings.generation
     options = PipelineOptions.from_settings(settings)  # part of the cache key: load what generation will use
     calls = [shot for c in clips for shot in (c.shots or (c,))]  # a multi-shot row needs its shots' models
-    for clip in {(c.model.location, c.loras, c.request.task): c for c in calls}.values():
+    needed = {(c.model.location, c.loras, c.request.task): (c.model, c.request.task, c.loras) for c in calls}
+    for c in calls:  # a long clip's continuation model, loaded as continue_segments will ask for it
+        if c.continuation is not None:
+            loras = continuation_loras(c)
+            needed.setdefault((c.continuation.location, loras, "i2v"), (c.continuation, "i2v", loras))
+    for model, task, loras in needed.values():
         started = time.perf_counter()
-        loads_before = cache.loads[clip.model.location]
+        loads_before = cache.loads[model.location]
         try:
-            cache.get(
-                clip.model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, clip.request.task, options,
-                clip.loras,
-            )  # fmt: skip
+            cache.get(model, ctx.device, ctx.settings.cache_dir, settings.allow_pickle, task, options, loras)
         except Exception as exc:
-            log.warning("model %s did not load ahead of generation: %s", clip.model.requested, exc)
+            log.warning("model %s did not load ahead of generation: %s", model.requested, exc)
             continue
-        if cache.loads[clip.model.location] > loads_before:
-            seconds[clip.model.info.name] = time.perf_counter() - started
+        if cache.loads[model.location] > loads_before:
+            seconds[model.info.name] = time.perf_counter() - started
     return seconds
+
+
+def continuation_loras(clip: ClipPlan) -> tuple[LoraAdapter, ...]:
+    """The adapters a clip's continuation runs with: the row's, when it continues on the same weights."""
+    assert clip.continuation is not None
+    return clip.loras if clip.continuation.location == clip.model.location else ()  # adapters fit their weights
 
 
 def master_path(clip: ClipPlan, ctx: RunContext) -> Path:
@@ -162,6 +170,7 @@ def generate_shots(clip: ClipPlan, ctx: RunContext) -> Master:
         seed=clip.spec.seed,
         fallbacks=tuple(dict.fromkeys(note for m in shots for note in m.fallbacks)),
         gate_seconds=sum(m.gate_seconds for m in shots),
+        shots=tuple(shots),
     )
 
 
@@ -231,6 +240,7 @@ def _generate(clips: list[ClipPlan], ctx: RunContext) -> dict[str, Master]:
             clip,
             path,
             seconds=seconds + continued_s,
+            continued_s=continued_s,
             nan_fraction=output.nan_fraction,
             seed=clip.seeds[chosen],
             fallbacks=fallbacks,
@@ -247,7 +257,7 @@ def continue_segments(
     first: GeneratedClip, clip: ClipPlan, seed: int, notes: list[str], ctx: RunContext
 ) -> GeneratedClip:
     """A clip longer than one call: ``first`` continued segment by segment on the family's image-to-video
-    pipeline (the same weights' for LTX-Video, the companion model's for Wan)."""
+    pipeline (the same weights' for LTX-Video, the companion model's for Wan and CogVideoX)."""
     assert clip.continuation is not None
     settings = ctx.settings.generation
     pipe = process_pipeline_cache().get(
@@ -257,7 +267,7 @@ def continue_segments(
         settings.allow_pickle,
         task="i2v",
         options=PipelineOptions.from_settings(settings),
-        loras=clip.loras if clip.continuation.location == clip.model.location else (),  # adapters fit their weights
+        loras=continuation_loras(clip),
     )
     frame_dir = ctx.work_dir / "segments"
     return continue_clip(first, clip, seed, pipe, ctx.device, frame_dir, ctx.settings.retries.oom_fallback, notes)

@@ -109,6 +109,7 @@ def work_item(
     else:  # the row's and its style's extend, as planning reads them
         segments, companion = continuation_for(spec, ref, (looks or styles(settings.styles))[spec.style])
     continuation = companion.info.name if companion is not None else None
+    call = (request.width, request.height, request.num_frames, request.steps)  # a segment is one more such call
     channels = list(channels)
     sizes = [(presets[c].width, presets[c].height, round(spec.duration_s * presets[c].fps)) for c in channels]
     render = sum(cost.render_seconds(*size) for size in sizes)
@@ -118,8 +119,8 @@ def work_item(
         clip_id=spec.clip_id,
         model=info.name,
         batch_key=(location, *request.batch_key()),
-        generate_s=(spec.best_of + segments - 1)
-        * cost.generate_seconds(info.name, request.width, request.height, request.num_frames, request.steps),
+        generate_s=spec.best_of * cost.generate_seconds(info.name, *call)
+        + (segments - 1) * cost.generate_seconds(continuation or info.name, *call),  # on its companion
         continuation=continuation,
         segments=segments,
         render_s=render / settings.render_workers,
@@ -366,6 +367,7 @@ def shard_result(
             "clip_id": spec.clip_id,
             "clip_key": m.clip.clip_key,
             "seconds": m.seconds,
+            "continued_s": m.continued_s,
             "gate_seconds": m.gate_seconds,
             "reused": m.reused,
             "path": str(m.path) if m.path else None,
@@ -467,9 +469,8 @@ def gather_shards(
             clip = clips[(m["campaign_id"], m["clip_id"])]
             problem = problem_from_json(m["problem"]) if m["problem"] else None
             path = Path(m["path"]) if m["path"] else None
-            masters.append(
-                Master(clip, path, m["seconds"], m["reused"], problem=problem, gate_seconds=m["gate_seconds"])
-            )
+            masters.append(Master(clip, path, m["seconds"], continued_s=m.get("continued_s", 0.0), reused=m["reused"],
+                                  problem=problem, gate_seconds=m["gate_seconds"]))  # fmt: skip
         for r in result.renditions:
             clip = clips[(r["campaign_id"], r["clip_id"])]
             problems = [problem_from_json(p) for p in r["problems"]]

@@ -38,19 +38,20 @@ def record_timings(
     """Append what generation, encodes and model loads really took to ``timings/`` (the cost model's data)."""
     now, device = utc_now(), ctx.device.name
     rows = [timing_row(ctx.run_id, LOAD, model, None, device, seconds, now) for model, seconds in loads.items()]
-    for m in masters:
+    for m in (call for row in masters for call in (row.shots or (row,))):  # a multi-shot row's calls: its shots
         if m.reused or m.seconds <= 0:
             continue
-        one_call = m.clip.shots[0] if m.clip.shots else m.clip  # a multi-shot row's shots share a size
-        r, item = one_call.request, f"{m.clip.spec.campaign_id}/{m.clip.spec.clip_id}"
-        # The cost model prices one call: best-of-N makes N, a continued clip (segments - 1) more
-        # (on its companion model for Wan: priced as the row's model, an approximation), and a
-        # multi-shot row its shots' calls (their lengths differ: priced at the mean).
-        per_candidate = m.seconds / m.clip.calls
-        rows.append(
-            timing_row(ctx.run_id, GENERATE, m.clip.model.info.name, item, device, per_candidate, now,
+        r, item = m.clip.request, f"{m.clip.spec.campaign_id}/{m.clip.spec.clip_id}"
+        # The cost model prices one call: best-of-N makes N, a continued clip (segments - 1) more on
+        # its continuing model (timed apart, recorded under that model).
+        calls = [(m.clip.model.info.name, m.seconds - m.continued_s, m.clip.best_of)]
+        if m.clip.continuation is not None and m.continued_s > 0:
+            calls.append((m.clip.continuation.info.name, m.continued_s, m.clip.segments - 1))
+        rows += [
+            timing_row(ctx.run_id, GENERATE, model, item, device, seconds / count, now,
                        r.width, r.height, r.num_frames, r.steps)
-        )  # fmt: skip
+            for model, seconds, count in calls
+        ]  # fmt: skip
     for r in renditions:
         if r.row is not None and "render" in r.seconds:
             # A rendition costs its encode and everything around it (watermark, signing, the delivery
