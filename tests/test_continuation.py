@@ -134,6 +134,10 @@ def test_a_15_s_row_is_published_whole_from_continued_segments(tmp_path, tiny_mo
     generated = {t["model"]: t for t in timings if t["kind"] == "generate"}
     assert sorted(generated) == ["tiny-wan", "tiny-wan-i2v"]
     assert all(t["seconds"] > 0 and t["frames"] == 81 for t in generated.values())
+    [record] = summary.clips  # the run's report says how the clip was made
+    assert (record["segments"], record["continued_on"]) == (3, "tiny-wan-i2v")
+    report = (tmp_path / "out" / "runs" / summary.run_id / "report.html").read_text()
+    assert "3 continued segments, on tiny-wan-i2v" in report
     again = run_campaign_plain(str(catalog), settings)
     assert again.published == [] and again.generated == 0
     assert latest_renditions(OutputRoot(settings.out))[("test-camp", "long", "wide_small")]["segments"] == 3

@@ -22,6 +22,7 @@ import numpy as np
 from moviegen.generation.device import Device
 from moviegen.generation.generate import GeneratedClip
 from moviegen.generation.resilient import generate_resilient
+from moviegen.generation.shots import blend
 from moviegen.media import write_frame
 from moviegen.spec import SEAM_FRAMES, ClipPlan
 
@@ -81,7 +82,5 @@ def eased_segment(last: np.ndarray, segment: np.ndarray, seam: int = SEAM_FRAMES
         raise ValueError(f"a continuation of {last.shape} frames came back as {segment.shape[1:]}")
     ease = min(seam, len(segment) - 1)
     new = segment[1:].copy()
-    weights = (np.arange(1, ease + 1, dtype=np.float32) / (seam + 1))[:, None, None, None]
-    eased = (1 - weights) * last.astype(np.float32) + weights * segment[1 : ease + 1].astype(np.float32)
-    new[:ease] = np.clip(np.rint(eased), 0, 255).astype(np.uint8)
+    new[:ease] = blend(last, segment[1 : ease + 1], np.arange(1, ease + 1) / (seam + 1))
     return new

@@ -51,12 +51,10 @@ def assemble_shots(shots: Sequence[np.ndarray], transition: str = "cut", over: i
     if transition == "cut" or over <= 0 or len(shots) == 1:
         return np.concatenate(shots)
     if transition == "crossfade":
-        out = shots[0]
-        weights = (np.arange(1, over + 1, dtype=np.float32) / (over + 1))[:, None, None, None]
+        out, weights = shots[0], np.arange(1, over + 1) / (over + 1)
         pieces = []
         for shot in shots[1:]:
-            blend = (1 - weights) * out[-over:].astype(np.float32) + weights * shot[:over].astype(np.float32)
-            pieces += [out[:-over], np.clip(np.rint(blend), 0, 255).astype(np.uint8)]
+            pieces += [out[:-over], blend(out[-over:], shot[:over], weights)]
             out = shot[over:]
         return np.concatenate([*pieces, out])
     if transition == "fade":  # only the frames that fade are computed; the rest are joined as they are
@@ -66,15 +64,17 @@ def assemble_shots(shots: Sequence[np.ndarray], transition: str = "cut", over: i
             head = brighten if k > 0 else 0
             tail = darken if k < len(shots) - 1 else 0
             if head:
-                pieces.append(_scaled(shot[:head], np.linspace(0, 1, head + 1)[1:]))
+                pieces.append(blend(0, shot[:head], np.linspace(0, 1, head + 1)[1:]))
             pieces.append(shot[head : len(shot) - tail])
             if tail:
-                pieces.append(_scaled(shot[-tail:], np.linspace(1, 0, tail + 1)[1:]))
+                pieces.append(blend(0, shot[-tail:], np.linspace(1, 0, tail + 1)[1:]))
         return np.concatenate(pieces)
     raise ValueError(f"unknown transition {transition!r}: use cut, crossfade or fade")
 
 
-def _scaled(frames: np.ndarray, gains: np.ndarray) -> np.ndarray:
-    """Each frame times its gain, rounded back to uint8."""
-    scaled = frames.astype(np.float32) * gains.astype(np.float32)[:, None, None, None]
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+def blend(before: np.ndarray | int, after: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Frame t is ``(1 - weights[t]) * before + weights[t] * after``, rounded back to uint8: a
+    crossfade, a fade from black (``before`` 0), or a continuation's ease-in from one frame."""
+    w = np.asarray(weights, np.float32)[:, None, None, None]
+    mixed = (1 - w) * np.asarray(before, np.float32) + w * after.astype(np.float32)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)

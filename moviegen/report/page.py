@@ -298,6 +298,8 @@ def _clips_table(clips: list[dict[str, Any]], scores: dict[tuple[Any, Any], dict
         text = esc(c.get("prompt"))
         if c.get("caption"):
             text += f"<br><small>caption: {esc(c['caption'])}</small>"
+        if c.get("segments"):
+            text += f"<br><small>{c['segments']} continued segments, on {esc(c['continued_on'])}</small>"
         for k, shot in enumerate(c.get("shots", [])):
             when = f"{shot['start_s']:.2f}–{shot['end_s']:.2f} s" if "start_s" in shot else f"{shot['duration_s']} s"
             text += f"<br><small>shots[{k}] {esc(when)}: {esc(shot['prompt'])}</small>"

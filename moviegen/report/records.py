@@ -110,6 +110,8 @@ def clip_records(
         rec["clip_key"], rec["reused_master"] = m.clip.clip_key, m.reused
         if m.clip.shots:
             rec["shots"] = m.clip.shots_record()
+        elif m.clip.continuation is not None and m.clip.segments > 1:
+            rec["segments"], rec["continued_on"] = m.clip.segments, m.clip.continuation.info.name
         _add_seconds(rec["seconds"], {"generate": m.seconds, "frame_gate": m.gate_seconds})
     for r in renditions:
         rec = record(r.clip.spec.row, r.clip.spec.campaign_id, r.clip.spec.clip_id)
