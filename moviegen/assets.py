@@ -307,11 +307,11 @@ def read_cube_size(path: Path, uri: str = "") -> int:
 
 def _ffprobe_format(path: Path, needed_by: str, unreadable: str) -> dict:
     """ffprobe's format and streams of a fetched file as JSON, or an AssetError saying what is wrong."""
-    if ffprobe_binary() is None:
-        raise AssetError(f"{needed_by} need ffprobe (install the ffmpeg package)")
     try:
         return ffprobe_json(path)
     except MediaError as exc:
+        if ffprobe_binary() is None:  # the machine, not the file: say what to install
+            raise AssetError(f"{needed_by} need ffprobe (install the ffmpeg package)") from None
         raise AssetError(f"{unreadable}: {str(exc)[-200:]}") from None
 
 

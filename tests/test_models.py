@@ -143,3 +143,12 @@ def test_device_is_chosen_at_run_time(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert (pick_device().name, pick_device().dtype_name) == ("cpu", "float32")
     assert pick_device("cpu", "bfloat16").dtype == torch.bfloat16
+
+
+def test_half_precision_loads_keep_the_vae_in_float32(tiny_model, cache_dir):
+    """Wan's VAE is numerically fragile in half precision (its family says): it loads in float32, the rest bf16."""
+    from moviegen.generation.loading import load_pipeline
+
+    pipe = load_pipeline(resolve_model(str(tiny_model)), pick_device("cpu", "bfloat16"), cache_dir)
+    assert (pipe.transformer.dtype, pipe.vae.dtype) == (torch.bfloat16, torch.float32)
+    assert pipe.text_encoder.dtype == torch.bfloat16

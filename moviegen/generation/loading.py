@@ -152,10 +152,9 @@ def load_pipeline(ref: ModelRef, device: Device, cache_dir: Path, allow_pickle: 
     extra: dict[str, Any] = {}
     vae_class = ref.info.family.full_precision_vae
     if vae_class and device.dtype != torch.float32:
-        check_safe_weights(ref.requested, location, allow_pickle)
-        with _tiny_model_warnings_hidden(ref.is_tiny), _load_errors(ref.requested, location):
+        with _loading(ref.requested, location, device, allow_pickle, ref.is_tiny) as kwargs:
             extra["vae"] = getattr(diffusers, vae_class).from_pretrained(
-                location, subfolder="vae", dtype=torch.float32, use_safetensors=None if allow_pickle else True
+                location, subfolder="vae", **{**kwargs, "dtype": torch.float32}
             )
     return from_pretrained(ref.info.weights_class, ref.requested, location, device, allow_pickle, ref.is_tiny, **extra)
 
@@ -184,14 +183,10 @@ def from_pretrained(
     """Load any diffusers pipeline class by name (video or audio), safetensors only unless allowed."""
     import diffusers
 
-    check_safe_weights(requested, location, allow_pickle)
     pipeline_cls = getattr(diffusers, pipeline_class)
-    # None lets diffusers prefer safetensors and fall back to pickle files; True refuses pickle.
-    kwargs: dict[str, Any] = {"dtype": device.dtype, "use_safetensors": None if allow_pickle else True, **components}
     log.info("loading %s from %s on %s (%s)", requested, location, device.name, device.dtype_name)
-    quiet_loading_bars()
-    with _tiny_model_warnings_hidden(tiny), _load_errors(requested, location):
-        pipe = pipeline_cls.from_pretrained(location, **kwargs)
+    with _loading(requested, location, device, allow_pickle, tiny) as kwargs:
+        pipe = pipeline_cls.from_pretrained(location, **kwargs, **components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -204,13 +199,9 @@ def transformers_from_pretrained(
     The same safe-weights rule, dtype and errors as the diffusers pipelines; left on the CPU in eval
     mode for the caller to move.
     """
-    check_safe_weights(requested, location, allow_pickle)
     log.info("loading %s from %s (%s)", requested, location, device.dtype_name)
-    quiet_loading_bars()
-    with _load_errors(requested, location):
-        model = model_class.from_pretrained(
-            location, dtype=device.dtype, use_safetensors=None if allow_pickle else True
-        )
+    with _loading(requested, location, device, allow_pickle) as kwargs:
+        model = model_class.from_pretrained(location, **kwargs)
     return model.eval()
 
 
@@ -218,6 +209,19 @@ def pretrained_processor(processor_class: Any, requested: str, location: str) ->
     """A tokenizer or processor from the model's folder or hub id, with the loader's errors."""
     with _load_errors(requested, location):
         return processor_class.from_pretrained(location)
+
+
+@contextmanager
+def _loading(
+    requested: str, location: str, device: Device, allow_pickle: bool, tiny: bool = False
+) -> Iterator[dict[str, Any]]:
+    """What every weights load shares: the safe-weights rule, quiet bars, the loader's errors (and a
+    tiny build's expected warnings hidden); yields from_pretrained's dtype and safetensors arguments."""
+    check_safe_weights(requested, location, allow_pickle)
+    quiet_loading_bars()
+    with _tiny_model_warnings_hidden(tiny), _load_errors(requested, location):
+        # None lets the library prefer safetensors and fall back to pickle files; True refuses pickle.
+        yield {"dtype": device.dtype, "use_safetensors": None if allow_pickle else True}
 
 
 @contextmanager

@@ -102,17 +102,22 @@ def pending_intents(out: OutputRoot) -> set[str]:
     return {n.removesuffix(".json") for n in names if n.endswith(".json")}
 
 
-def adopt_interrupted(out: OutputRoot, rendition_key: str, run_id: str) -> dict[str, Any] | None:
+def adopt_interrupted(
+    out: OutputRoot, rendition_key: str, run_id: str, intent: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """Finish a publish that a killed run left between its video landing and its manifest row.
 
     Returns the manifest row when the video is in place and whole (its SHA-256 is the one the
     intent recorded): the row (which names the run that made it) is appended in a part file of
     ``run_id``, the run adopting it. Returns None when the video
-    never landed (or was replaced since); the intent is forgotten either way.
+    never landed (or was replaced since); the intent is forgotten either way. ``intent``: the
+    journal's row when the caller has read it already.
     """
     try:
-        with out.fs.open(out.path(JOURNAL, f"{rendition_key}.json"), "rb") as f:
-            row = json.loads(f.read())
+        if intent is None:
+            with out.fs.open(out.path(JOURNAL, f"{rendition_key}.json"), "rb") as f:
+                intent = json.loads(f.read())
+        row = dict(intent)
         video = f"{out.root}/{row['path']}"
         whole = out.fs.exists(video) and sha256_file(video, out.fs) == row["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:

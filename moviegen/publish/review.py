@@ -174,7 +174,7 @@ def settle_interrupted_approvals(out: OutputRoot) -> list[dict[str, Any]]:
             intent = out.read_json("journal", f"{key}.json") or {}
         except (OSError, ValueError):
             continue
-        if intent.get("reviewed_by") and (row := adopt_interrupted(out, key, intent["run_id"])) is not None:
+        if intent.get("reviewed_by") and (row := adopt_interrupted(out, key, intent["run_id"], intent)) is not None:
             adopted.append(row)
     return adopted
 
