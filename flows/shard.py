@@ -21,7 +21,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.fan_out import generate_and_render
 from moviegen.config import load_settings
-from moviegen.generation.loading import process_pipeline_cache
 from moviegen.run.context import start_run
 from moviegen.run.plain import BATCHES_IN_FLIGHT
 from moviegen.run.shards import restore_catalog_rows, shard_result, write_shard_result
@@ -54,7 +53,7 @@ def render_shard(
     record_timings_task(masters, renditions, loads, ctx)
 
     # 4. The result, for the campaign to gather.
-    loads_by_model = dict(process_pipeline_cache().loads)
+    loads_by_model = ctx.model_loads()
     result = shard_result(
         shard_id, ctx, validation, plan, masters, renditions, loads_by_model, loads, started, setup_seconds
     )

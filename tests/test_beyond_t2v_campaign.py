@@ -12,6 +12,7 @@ from conftest import fast_settings, row
 from test_soundtrack import audio_streams, loudness
 
 from moviegen.config import AdherenceSettings, AudioSettings
+from moviegen.generation.loading import process_pipeline_cache
 from moviegen.media import ffmpeg_binary, probe
 from moviegen.presets import builtin_channels
 from moviegen.provenance.delivery import check_delivery
@@ -38,8 +39,10 @@ def test_campaign_with_reference_edit_soundtrack_best_of_and_two_families(
     out = tmp_path / "out"
     adherence = AdherenceSettings(model="tiny-clip", frames=4)
     settings = fast_settings(out, adherence=adherence, audio=AudioSettings(steps=2))
+    process_pipeline_cache().clear()  # as in a fresh worker process: this run loads what it needs
     summary = run_campaign_plain(str(catalog_file(rows)), settings)
     assert summary.exit_code == 0, [p.describe() for p in summary.problems]
+    # This run's loads, whatever the process loaded for earlier runs: one per checkpoint.
     assert summary.model_loads == {"moviegen/tiny-wan-i2v": 1, "moviegen/tiny-wan": 1, "moviegen/tiny-ltx": 1}
 
     preset = builtin_channels()[CHANNEL]
@@ -70,4 +73,4 @@ def test_campaign_with_reference_edit_soundtrack_best_of_and_two_families(
 
     # Rerun: nothing is generated or published again, soundtracks included.
     again = run_campaign_plain(str(catalog_file(rows)), settings)
-    assert again.published == [] and again.already_published == 3
+    assert again.published == [] and again.already_published == 3 and again.model_loads == {}

@@ -16,6 +16,7 @@ from typing import Any
 from moviegen.assets import UriPolicy
 from moviegen.config import ConfigError, Settings
 from moviegen.generation.device import Device, pick_device, use_deterministic_algorithms
+from moviegen.generation.loading import process_pipeline_cache
 from moviegen.presets import ChannelPreset, Style, channel_presets, styles
 from moviegen.provenance import (
     ProvenanceError,
@@ -122,6 +123,13 @@ class RunContext:
     # Loaded once per run; repr=False keeps the private key out of any repr of the context.
     signer: SigningIdentity = field(repr=False)
     interrupted_runs: list[str] = field(default_factory=list)  # killed runs this one resumes
+    loads_at_start: dict[str, int] = field(default_factory=dict)  # the process's model loads before this run
+
+    def model_loads(self) -> dict[str, int]:
+        """Checkpoints loaded during this run: the process's cache counts the loads of every run it served."""
+        now = process_pipeline_cache().loads
+        return {model: n - self.loads_at_start.get(model, 0) for model, n in now.items()
+                if n > self.loads_at_start.get(model, 0)}  # fmt: skip
 
     @functools.cached_property
     def uri_policy(self) -> UriPolicy:
@@ -173,6 +181,7 @@ def start_run(settings: Settings, run_id: str | None = None) -> RunContext:
         started_at=utc_now(),
         policies=policies,
         signer=signer,
+        loads_at_start=dict(process_pipeline_cache().loads),
     )
     # A killed run's leftovers: temporary files of dead writers, and its "running" run.json. (What it
     # published without recording is adopted when its clips are planned: plan_campaign.)

@@ -12,7 +12,6 @@ from typing import Any
 from moviegen import __version__
 from moviegen.catalog.check import CatalogValidation
 from moviegen.costs import GENERATE, LOAD, RENDER, TIMINGS_SCHEMA, timing_row
-from moviegen.generation.loading import process_pipeline_cache
 from moviegen.publish.webhooks import deliver_manifest_rows
 from moviegen.records import CampaignPlan, Master, Rendition
 from moviegen.redact import redact_uri
@@ -199,7 +198,7 @@ def finish_run(
         problems=problems,
         seconds=(utc_now() - ctx.started_at).total_seconds(),
         stage_seconds=dict(stage_seconds),
-        model_loads=dict(process_pipeline_cache().loads) if model_loads is None else model_loads,
+        model_loads=ctx.model_loads() if model_loads is None else model_loads,
         executor=executor,
         retired=[jsonable_row(r) for r in retired or []],
         shards=shards or [],
