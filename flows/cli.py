@@ -256,7 +256,9 @@ def _print_summary(result: dict) -> None:
             + "; ".join(f"moviegen review approve {c} --by NAME --out {out}" for c in campaigns)
         )
     if result.get("webhooks"):
-        console.print("  " + _webhooks_line(result["webhooks"]))
+        from moviegen.publish.webhooks import delivery_line
+
+        console.print("  " + delivery_line(result["webhooks"]))
     for shard in result.get("shards", []):
         where = f" on {shard['worker']}" if shard.get("worker") else ""
         attempts = len(shard["attempts"])
@@ -794,15 +796,10 @@ def _decide(decision, out: str | None, config: Path | None) -> None:
     for message in outcome.refused:
         console.print(f"[yellow]refused:[/yellow] {escape(message)}")
     if settings.webhooks:
-        console.print(_webhooks_line(outcome.webhooks.to_json()))
+        from moviegen.publish.webhooks import delivery_line
+
+        console.print(delivery_line(outcome.webhooks.to_json()))
     raise typer.Exit(1 if outcome.refused else 0)
-
-
-def _webhooks_line(counts: dict[str, int]) -> str:
-    line = f"webhooks: {counts['delivered']} event(s) delivered"
-    if counts["failed"] or counts["refused"]:
-        line += f", {counts['failed']} failed, {counts['refused']} refused (4xx): `moviegen webhooks retry` sends them"
-    return line
 
 
 webhooks_app = typer.Typer(help="Webhooks: send again what receivers have not acknowledged.", no_args_is_help=True)
@@ -819,7 +816,7 @@ def webhooks_retry(
 
     Exit status: 0 when every one is now delivered; 1 when some still failed or were refused.
     """
-    from moviegen.publish.webhooks import retry_failed
+    from moviegen.publish.webhooks import delivery_line, retry_failed
     from moviegen.store import OutputRoot
 
     settings = _settings(config, out=out)
@@ -830,7 +827,7 @@ def webhooks_retry(
     if json_output:
         stdout.print_json(json.dumps(counts))
     else:
-        console.print(_webhooks_line(counts))
+        console.print(delivery_line(counts))
     raise typer.Exit(1 if counts["failed"] or counts["refused"] else 0)
 
 

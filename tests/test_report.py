@@ -304,6 +304,15 @@ def test_hostile_text_is_escaped_everywhere_on_the_page():
     assert " ".join(parsed.text).count(bad) >= 15
 
 
+def test_undelivered_webhooks_are_on_the_page_with_what_to_do():
+    run = {"run_id": "r1", "webhooks": {"delivered": 3, "failed": 2, "refused": 1}}
+    page = " ".join(" ".join(parse(render_report_html(run)).text).split())
+    for text in (page, summary_markdown(run).replace("\\", "")):  # the Markdown escapes its brackets
+        assert "webhooks: 3 event(s) delivered, 2 failed (sent again on the next run), 1 refused (4xx)" in text
+        assert "moviegen webhooks retry" in text
+    assert "webhooks" not in " ".join(parse(render_report_html({"run_id": "r2", "webhooks": None})).text)
+
+
 def test_markdown_summary_shows_text_literally():
     text = "| <script>x</script> *bold* [link](http://x) `code`"
     escaped = md_escape(text)

@@ -149,6 +149,8 @@ def test_every_event_of_a_run_is_acknowledged_once_through_500s(campaign, receiv
     assert not [c for c in receiver.calls if c["key"].startswith("tiktok-only:")]  # its channel filter
     run = json.loads((base / "out" / "runs" / summary.run_id / "run.json").read_text())
     assert run["webhooks"] == {"delivered": 4, "failed": 0, "refused": 0}
+    report = (base / "out" / "runs" / summary.run_id / "report.html").read_text()
+    assert "webhooks: 4 event(s) delivered" in report and "retry" not in report  # the people's view too
 
     # webhooks/ holds every attempt: queued, the 500, the delivery.
     table = out.read_rows("webhooks", WEBHOOKS_SCHEMA).to_pylist()

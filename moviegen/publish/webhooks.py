@@ -102,6 +102,15 @@ class DeliveryReport:
         return {"delivered": len(self.delivered), "failed": len(self.failed), "refused": len(self.refused)}
 
 
+def delivery_line(counts: dict[str, int]) -> str:
+    """A pass's counts (``DeliveryReport.to_json``) in words, with what to do about what did not arrive."""
+    line = f"webhooks: {counts['delivered']} event(s) delivered"
+    if counts["failed"] or counts["refused"]:
+        line += (f", {counts['failed']} failed (sent again on the next run), {counts['refused']} refused (4xx):"
+                 " `moviegen webhooks retry` sends them now; `webhooks/` has every attempt")  # fmt: skip
+    return line
+
+
 @dataclass(frozen=True)
 class Event:
     webhook: WebhookSettings

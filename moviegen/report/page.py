@@ -15,6 +15,7 @@ from typing import Any
 
 from moviegen.media import MediaError, frame_strip
 from moviegen.progress import stage_label
+from moviegen.publish.webhooks import delivery_line
 from moviegen.report.records import (
     ALREADY,
     FAILED,
@@ -189,6 +190,7 @@ def render_report_html(facts: ReportFacts | dict[str, Any]) -> str:
         f" · {float(run.get('seconds') or 0):.1f} s · executor {esc(run.get('executor'))} · {esc(run.get('generator'))}"
         f" · output <code>{esc(run.get('out'))}</code></p>",
         _cards(run, counts),
+        f'<p class="muted">{esc(delivery_line(run["webhooks"]))}</p>' if run.get("webhooks") else "",
         _waiting(run),
         "<h2>Where the time went</h2>",
         timing_chart(run.get("stage_seconds", {}), float(run.get("seconds") or 0)),
@@ -434,6 +436,8 @@ def summary_markdown(run: dict[str, Any], report_url: str | None = None) -> str:
         "| --- | ---: |",
         *(f"| {md_escape(stage_label(k))} | {v:.1f} |" for k, v in _ordered(run.get("stage_seconds", {})).items()),
     ]
+    if run.get("webhooks"):
+        lines += ["", md_escape(delivery_line(run["webhooks"]))]
     problems = run.get("problems", [])
     if problems:
         lines += ["", "| row | clip | stage | rule | reason |", "| ---: | --- | --- | --- | --- |"]
