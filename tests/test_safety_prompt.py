@@ -76,6 +76,7 @@ def test_evasions_are_caught(gate, text, reads_as):
 # Benign words that contain a denied term, or look like PII, and must pass.
 BENIGN = [
     "Scunthorpe United fans cheer in the stand",
+    "1960s London street with mod fashion and scooters",  # a decade, not a house number
     "an assistant carries coffee through the office",
     "a therapist's office with soft light",
     "spices on a wooden table, top view",

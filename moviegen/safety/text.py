@@ -354,8 +354,9 @@ _STREET_TYPES = (
 )
 _STREET_TYPES_CAPITALIZED = "Drive|Dr|Way|Place|Pl|Court|Ct|Square|Sq|Close|Crescent|Row"
 _STREET_WORD = r"(?!(?:the|a|an|of|on|in|to|at|down|up|across|along|over|and|with|into|onto|from)\b)[A-Za-z][\w'.-]*"
+# A house number may carry a letter ("221B"), but a decade ("1960s London street") is no number.
 _ADDRESS = re.compile(
-    rf"\b\d{{1,5}}[A-Za-z]?,?\s+(?:{_STREET_WORD}\s+){{1,3}}"
+    rf"\b(?!\d{{0,3}}0s\b)\d{{1,5}}[A-Za-z]?,?\s+(?:{_STREET_WORD}\s+){{1,3}}"
     rf"(?:(?i:{_STREET_TYPES})|{_STREET_TYPES_CAPITALIZED})\b\.?",
 )
 
