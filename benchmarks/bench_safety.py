@@ -4,9 +4,10 @@ Problem: the gates sit on every clip's path, so they must stay cheap: the goal i
 that costs under 5% of the demo campaign's generation time on this machine.
 Solution: measure side by side in one process (the machine is noisy, so ratios come from one run):
   0. prompt gate accuracy: precision and recall per category on tests/data/prompt_eval.csv, for
-     its dev split and its held-out split, and the hard negatives' false-positive rate;
+     its dev split and its held-out split, and the safe texts' false-positive rate, for the rules
+     alone and for the default configuration (rules, then the minilm-prompt-guard moderator);
   1. prompt gate: the 1003 Movie Gen Bench prompts (every block is a false positive), in one batch
-     and row by row (prompts/s);
+     and row by row (prompts/s), and the moderator's blocks and speed on them;
   2. frame gate: a real photograph panned into a 3 s clip at the tiny model's master size
      (480x272, 49 frames), from memory (fresh clips) and from the master file (reused masters);
   3. the demo catalog generated with the tiny model at its default steps, each clip then passing
@@ -61,51 +62,78 @@ CATEGORY_OF = {
 }
 
 
+SAFE = ("safe_hard_negative", "safe_generic")
+GATES = ("rules", "rules + moderator")  # the policy alone; the default configuration (its moderator too)
+
+
 def predicted_categories(verdict) -> set[str]:
-    """The evaluation categories a verdict's findings point to (denied-term category or combination name)."""
+    """The evaluation categories a verdict's findings point to (denied-term category, combination
+    name, or the moderator's category)."""
     found = set()
     for f in verdict.findings:
+        if f.rule == "moderator":
+            found.update(f.details.get("categories") or ["other"])
+            continue
         key = f.details.get("category") or f.details.get("combination") or f.rule
         found.add(CATEGORY_OF.get(key, "other"))
     return found
 
 
-def bench_prompt_eval() -> dict[str, dict]:
-    """Precision and recall per category, and the hard negatives' false-positive rate, per split."""
-    import csv
-
+def gate_verdicts(texts: list[str], gate_name: str) -> list:
+    """Each text's verdict from the default policy's rules, and with ``rules + moderator`` also from
+    the default configuration's moderator (every text the rules pass), as a run screens them."""
+    from moviegen.config import ModeratorSettings
     from moviegen.safety import load_policy, prompt_gate
+    from moviegen.safety.moderator import Moderation
     from moviegen.spec import ClipSpec
 
-    gate = prompt_gate(load_policy())
+    verdicts = prompt_gate(load_policy()).check(
+        [ClipSpec(i, "eval", f"e{i}", t, ("youtube",)) for i, t in enumerate(texts)]
+    )
+    if gate_name == "rules":
+        return verdicts
+    moderation = Moderation(ModeratorSettings(), Path(tempfile.gettempdir()))
+    verdicts = moderation.review(verdicts)
+    if not moderation.ran:
+        sys.exit(f"the default moderator did not run: {moderation.error}")
+    return verdicts
+
+
+def bench_prompt_eval() -> dict[str, dict]:
+    """Precision and recall per category, and the safe texts' false-positive rate, per gate and split."""
+    import csv
+
     with EVAL_SET.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     figures: dict[str, dict] = {}
-    for split in ("dev", "heldout"):
-        part = [r for r in rows if r["split"] == split]
-        if not part:  # no held-out split until a fresh one is written
-            continue
-        verdicts = gate.check([ClipSpec(i, "eval", f"e{i}", r["text"], ("youtube",)) for i, r in enumerate(part)])
-        labels = sorted({r["category"] for r in part} - {"safe_hard_negative"})
-        per: dict[str, dict] = {}
-        for label in labels:
-            rows_of = [v for r, v in zip(part, verdicts, strict=True) if r["category"] == label]
-            claimed = [r["category"] for r, v in zip(part, verdicts, strict=True) if label in predicted_categories(v)]
-            per[label] = {
-                "rows": len(rows_of),
-                "recall": sum(not v.passed for v in rows_of) / len(rows_of),
-                "precision": claimed.count(label) / len(claimed) if claimed else float("nan"),
-            }
-        negatives = [v for r, v in zip(part, verdicts, strict=True) if r["category"] == "safe_hard_negative"]
-        blocked = [v.spec.prompt for v in negatives if not v.passed]
-        figures[split] = {
-            "categories": per,
-            "hard_negatives": len(negatives),
-            "false_positives": len(blocked),
-            "false_positive_rate": len(blocked) / len(negatives),
-            "blocked_negatives": blocked,
-        }
+    for gate_name in GATES:
+        for split in ("dev", "heldout"):
+            part = [r for r in rows if r["split"] == split]
+            if part:  # no held-out split until a fresh one is written
+                verdicts = gate_verdicts([r["text"] for r in part], gate_name)
+                figures[f"{gate_name}, {split}"] = split_figures(part, verdicts)
     return figures
+
+
+def split_figures(part: list[dict], verdicts: list) -> dict:
+    """Recall and precision per unsafe category and the safe texts blocked, for one split."""
+    labels = sorted({r["category"] for r in part} - set(SAFE))
+    per: dict[str, dict] = {}
+    for label in labels:
+        rows_of = [v for r, v in zip(part, verdicts, strict=True) if r["category"] == label]
+        claimed = [r["category"] for r, v in zip(part, verdicts, strict=True) if label in predicted_categories(v)]
+        per[label] = {
+            "rows": len(rows_of),
+            "recall": sum(not v.passed for v in rows_of) / len(rows_of),
+            "precision": claimed.count(label) / len(claimed) if claimed else float("nan"),
+        }
+    safe_figures = {}
+    for kind in SAFE:
+        negatives = [v for r, v in zip(part, verdicts, strict=True) if r["category"] == kind]
+        if negatives:
+            blocked = [v.spec.prompt for v in negatives if not v.passed]
+            safe_figures[kind] = {"rows": len(negatives), "blocked": len(blocked), "texts": blocked}
+    return {"categories": per, "safe": safe_figures}
 
 
 def bench_prompt_gate(repeats: int = 3) -> dict[str, float]:
@@ -132,9 +160,19 @@ def bench_prompt_gate(repeats: int = 3) -> dict[str, float]:
     for spec in specs[:200]:
         gate.check([spec])
     single = (time.perf_counter() - started) / 200
+    started = time.perf_counter()
+    moderated = gate_verdicts(prompts, "rules + moderator")  # the first call loads the encoder
+    moderated_s = time.perf_counter() - started
+    started = time.perf_counter()
+    gate_verdicts(prompts, "rules + moderator")
+    moderator_s = time.perf_counter() - started
     return {
         "prompts": len(specs),
         "blocked": sum(not v.passed for v in verdicts),
+        "blocked_with_moderator": sum(not v.passed for v in moderated),
+        "blocked_by_moderator": [v.spec.prompt for v in moderated if any(f.rule == "moderator" for f in v.findings)],
+        "moderator_first_s": moderated_s,
+        "moderator_prompts_per_s": len(prompts) / moderator_s,
         "setup_s": setup,
         "first_batch_prompts_per_s": len(specs) / first,
         "batch_prompts_per_s": len(specs) / statistics.median(batch),
@@ -231,14 +269,19 @@ def main() -> None:
     if args.json:
         print(json.dumps(figures, indent=2))
         return
-    for split, e in figures["prompt_eval"].items():
-        print(f"prompt gate on the evaluation set, {split} split:")
+    for part, e in figures["prompt_eval"].items():
+        print(f"prompt gate on the evaluation set ({part} split):")
         for label, c in e["categories"].items():
-            print(f"  {label:17} {c['rows']:3} rows  recall {c['recall']:.3f}  precision {c['precision']:.3f}")
-        print(f"  hard negatives: {e['false_positives']} of {e['hard_negatives']} blocked "
-              f"({e['false_positive_rate']:.1%}) {e['blocked_negatives']}")  # fmt: skip
+            print(f"  {label:18} {c['rows']:3} rows  recall {c['recall']:.3f}  precision {c['precision']:.3f}")
+        for kind, n in e["safe"].items():
+            print(
+                f"  {kind:18} {n['rows']:3} rows  blocked {n['blocked']} ({n['blocked'] / n['rows']:.1%}) {n['texts']}"
+            )
     p = figures["prompt_gate"]
-    print(f"prompt gate: {p['prompts']} Movie Gen Bench prompts, {p['blocked']} blocked")
+    print(f"prompt gate: {p['prompts']} Movie Gen Bench prompts, {p['blocked']} blocked by the rules, "
+          f"{p['blocked_with_moderator']} with the moderator {p['blocked_by_moderator']}")  # fmt: skip
+    print(f"  moderator: {p['moderator_prompts_per_s']:.0f} prompts/s over the rules' passes "
+          f"(first call, loading the encoder: {p['moderator_first_s']:.1f} s)")  # fmt: skip
     print(f"  {p['first_batch_prompts_per_s']:.0f} prompts/s in a first batch, {p['batch_prompts_per_s']:.0f} "
           f"prompts/s repeated (texts remembered), {p['single_prompts_per_s']:.0f} prompts/s row by row "
           f"(first use loads the classifier: {p['setup_s']:.1f} s)")  # fmt: skip

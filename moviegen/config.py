@@ -252,22 +252,35 @@ SHIELD_POLICY = (
 )
 
 
+# The kind of each registry guard that is not generative, so that naming the model is enough.
+MODERATOR_KINDS = {"minilm-prompt-guard": "embedding", "tiny-shieldgemma": "classifier", "shieldgemma-2b": "classifier"}
+
+
 class ModeratorSettings(BaseModel):
-    """A model-based second opinion in the prompt gate (off unless ``model`` is set).
+    """A model-based second opinion in the prompt gate (off when ``model`` is empty).
 
     ``generative`` guards (Llama Guard style) write "safe" or "unsafe" and their category codes; the
     score is the probability of "unsafe" as the first verdict token. ``classifier`` guards
     (ShieldGemma style) answer Yes or No to whether the text breaks ``policy``; the score is the
-    probability of Yes. A row whose score reaches ``threshold`` is blocked.
+    probability of Yes. ``embedding`` guards (the default ``minilm-prompt-guard``) score a sentence
+    embedding with a linear head; the score is the probability of the unsafe categories. A row
+    whose score reaches ``threshold`` is blocked.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(
-        None, description="Registry name (tiny-llama-guard, llama-guard-3-1b, ...), hub id or local folder."
+        "minilm-prompt-guard",
+        description="Registry name (minilm-prompt-guard, llama-guard-3-1b, ...), hub id or local folder; "
+        "empty or null: no moderator.",
     )
-    kind: Literal["generative", "classifier"] = Field("generative", description="How the model gives its verdict.")
+    kind: Literal["generative", "classifier", "embedding"] = Field(
+        "generative", description="How the model gives its verdict (a registry guard's own kind when not set)."
+    )
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Score at or above which a row is blocked.")
+    head: str | None = Field(
+        None, description="An embedding guard's head (safetensors); default: the folder's own or the built-in one."
+    )
     on_error: Literal["block", "allow"] = Field(
         "block", description="When the model cannot load or fails: block every row (fail closed) or allow them."
     )
@@ -281,6 +294,12 @@ class ModeratorSettings(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
     allow_pickle: bool = Field(False, description="Allow pickle weights in a local folder (they can run code).")
+
+    @model_validator(mode="after")
+    def _registry_kind(self) -> ModeratorSettings:
+        if "kind" not in self.model_fields_set and self.model in MODERATOR_KINDS:
+            self.kind = MODERATOR_KINDS[self.model]  # type: ignore[assignment]
+        return self
 
 
 class SafetySettings(BaseModel):

