@@ -152,3 +152,118 @@ def test_a_bad_moderator_setting_is_a_configuration_error(catalog_file, tmp_path
     config = write_config(tmp_path, model="tiny-llama-guard", colour="red")
     result = CliRunner().invoke(app, ["validate", str(catalog_file([row("ok")])), "--config", str(config)])
     assert result.exit_code == 2 and "colour" in result.output
+
+
+# The embedding guard (minilm-prompt-guard, the default): a real encoder from a PyPI package -----
+
+# A dev row of the evaluation set that the rules pass and the guard's head blocks.
+PARAPHRASE = "gangster curb-stomps a rival until his skull caves in, security camera angle"
+
+
+def test_embedding_guard_scores_the_sentence_embedding_with_its_head(cache_dir):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from moviegen.safety.guard_head import mean_pooled_embeddings
+    from moviegen.safety.moderator import MINILM_GUARD, moderator_folder
+
+    settings = ModeratorSettings()  # the default configuration's moderator
+    assert (settings.model, settings.kind) == ("minilm-prompt-guard", "embedding")
+    moderator = load_moderator(settings, cache_dir)
+    assert type(moderator.model).__name__ == "BertModel"
+    texts = [PARAPHRASE, "Close-up of a man eating a banana.", "a kids' swimwear catalogue, bright beach"]
+    ours = mean_pooled_embeddings(moderator.model, moderator.tokenizer, texts, "cpu")
+    # The same embedding as the sentence-transformers library makes from the same folder.
+    library = SentenceTransformer(moderator_folder(MINILM_GUARD, cache_dir), device="cpu")
+    assert np.allclose(ours, library.encode(texts, normalize_embeddings=True), atol=1e-5)
+    head = moderator.head
+    probs, near = head.probabilities(ours), head.nearness(ours)
+    safe = [i for i, c in enumerate(head.classes) if c in head.safe]
+    verdicts = moderator.judge(texts)
+    for verdict, p, n in zip(verdicts, probs, near, strict=True):
+        expected = 1.0 - p[safe].sum() if n >= head.min_similarity else 0.0
+        assert verdict.score == pytest.approx(expected, abs=1e-5)
+        assert verdict.unsafe is (verdict.score >= 0.5)
+    assert verdicts[0].unsafe and verdicts[0].categories == ("graphic_violence",)
+    assert [v.unsafe for v in verdicts[1:]] == [False, False]
+    # Far from every unsafe example the head does not speak, however sure its softmax is.
+    assert near[1] < head.min_similarity and verdicts[1].score == 0.0
+
+
+def test_guard_heads_round_trip_and_misfits_are_refused(tmp_path, cache_dir):
+    import numpy as np
+
+    from moviegen.safety.guard_head import fit_head, load_head, save_head
+    from moviegen.safety.moderator import guard_head_for
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    x[:20, 0] += 2.0
+    x[20:40, 1] += 2.0
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = ["hate"] * 20 + ["drugs"] * 20 + ["safe_generic"] * 20
+    head = fit_head(x, labels, "test", min_similarity=0.1)
+    assert not head.weight.flags["C_CONTIGUOUS"]  # scikit-learn's order: saved as it reads, not as laid out
+    save_head(head, tmp_path / "h.safetensors")
+    back = load_head(tmp_path / "h.safetensors")
+    assert np.array_equal(back.weight, head.weight) and back.classes == ("drugs", "hate", "safe_generic")
+    assert (back.min_similarity, back.neighbours, back.examples.shape) == (0.1, 3, (40, 8))
+    assert back.unsafe_scores(x[:2]) == head.unsafe_scores(x[:2])
+    with pytest.raises(ValueError, match="8-d embeddings but the encoder gives 384-d"):
+        back.probabilities(np.zeros((1, 384), dtype=np.float32))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a head")
+    with pytest.raises(ValueError, match="is not a guard head"):
+        load_head(tmp_path / "junk.safetensors")
+    with pytest.raises(ModeratorError, match="without a head"):
+        guard_head_for(ModeratorSettings(model=str(tmp_path), kind="embedding"), str(tmp_path), str(tmp_path))
+
+
+def test_default_guard_end_to_end_catalog_gate_scores(catalog_file, tmp_path):
+    from moviegen.run.plain import run_campaign_plain
+
+    catalog = catalog_file([row("para", prompt=PARAPHRASE), row("ruled", prompt="a n-u-d-e model on a beach")])
+    result = CliRunner().invoke(app, ["validate", str(catalog), "--json"])
+    payload = json.loads(result.stdout)
+    assert [(p["clip_id"], p["rule"]) for p in payload["problems"]] == [("para", "moderator"), ("ruled", "denied_term")]
+    assert "'minilm-prompt-guard'" in payload["problems"][0]["message"]
+    assert "categories: graphic_violence" in payload["problems"][0]["message"]
+    assert (payload["moderator"]["kind"], payload["moderator"]["ran"], payload["moderator"]["rows"]) == (
+        "embedding",
+        True,
+        1,
+    )
+    summary = run_campaign_plain(str(catalog), fast_settings(tmp_path / "out"))
+    assert summary.exit_code == 1 and summary.published == []
+    scores = {r["clip_id"]: json.loads(r["scores"]) for r in pq.read_table(tmp_path / "out" / "scores").to_pylist()}
+    judged = scores["para"]["moderator"]
+    assert (judged["model"], judged["kind"], judged["unsafe"], judged["categories"]) == (
+        "minilm-prompt-guard",
+        "embedding",
+        True,
+        ["graphic_violence"],
+    )
+    assert "nearness" in judged["output"] and "moderator" not in scores["ruled"]
+
+
+def test_a_misfit_head_fails_closed(catalog_file, tmp_path):
+    import numpy as np
+
+    from moviegen.safety.guard_head import GuardHead, save_head
+
+    classes = ("hate", "safe_generic")
+    save_head(GuardHead(classes, np.zeros((2, 16), np.float32), np.zeros(2, np.float32)), tmp_path / "h.safetensors")
+    config = write_config(tmp_path, model="minilm-prompt-guard", head=str(tmp_path / "h.safetensors"))
+    result = CliRunner().invoke(app, ["validate", str(catalog_file([row("ok")])), "--config", str(config), "--json"])
+    payload = json.loads(result.stdout)
+    assert [p["rule"] for p in payload["problems"]] == ["moderator_unavailable"]
+    assert "16-d embeddings" in payload["moderator"]["error"]
+
+
+def test_the_shipped_head_is_the_one_the_training_script_fits():
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "scripts" / "train_prompt_guard.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "shipped head matches" in done.stdout and "sexual_minors" in done.stdout
