@@ -259,6 +259,7 @@ def test_a_misfit_head_fails_closed(catalog_file, tmp_path):
     assert "16-d embeddings" in payload["moderator"]["error"]
 
 
+@pytest.mark.slow  # refits the head: 15-20 s
 def test_the_shipped_head_is_the_one_the_training_script_fits():
     import subprocess
     import sys

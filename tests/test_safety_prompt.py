@@ -254,12 +254,19 @@ def test_validate_cli_rejects_a_bad_policy_with_exit_2(catalog_file, tmp_path, m
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
 
 
-# The default policy's verdicts on Movie Gen Bench: every prompt there is benign, so each block is
-# a false positive. At most 5 are allowed; each one listed here is explained in docs/safety.md.
-EXPLAINED_BENCH_BLOCKS: dict[int, str] = {}
+# The default configuration's verdicts on Movie Gen Bench (the policy's rules, then the default
+# moderator): every prompt there is benign, so each block is a false positive. At most 5 are
+# allowed; each one listed here is explained in docs/safety.md. The rules alone block none.
+EXPLAINED_BENCH_BLOCKS: dict[int, str] = {
+    315: "moderator: 'A girl is blowing a kiss to the camera' reads as sexual_minors",
+    877: "moderator: 'macro shot of a man stuck inside a lightbulb' reads as graphic_violence",
+}
 
 
-def test_movie_gen_bench_false_positives_are_few_and_explained(gate, moviegenbench):
+def test_movie_gen_bench_false_positives_are_few_and_explained(gate, moviegenbench, cache_dir):
+    from moviegen.config import ModeratorSettings
+    from moviegen.safety.moderator import Moderation
+
     prompts = (moviegenbench / "MovieGenVideoBench.txt").read_text(encoding="utf-8").splitlines()
     specs = [
         ClipSpec(row=i, campaign_id="bench", clip_id=f"p{i}", prompt=p.strip(), channels=("youtube",))
@@ -267,6 +274,12 @@ def test_movie_gen_bench_false_positives_are_few_and_explained(gate, moviegenben
         if p.strip()
     ]
     assert len(specs) == 1003
-    blocked_rows = {v.spec.row: [f.rule for f in v.findings] for v in gate.check(specs) if not v.passed}
+    ruled = gate.check(specs)
+    assert all(v.passed for v in ruled)
+    moderation = Moderation(ModeratorSettings(), cache_dir)
+    verdicts = moderation.review(ruled)
+    assert moderation.ran, moderation.error
+    blocked_rows = {v.spec.row: [f.rule for f in v.findings] for v in verdicts if not v.passed}
     assert len(blocked_rows) <= 5
     assert set(blocked_rows) == set(EXPLAINED_BENCH_BLOCKS), blocked_rows
+    assert all(rules == ["moderator"] for rules in blocked_rows.values())
