@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -127,9 +128,7 @@ class RunContext:
 
     def model_loads(self) -> dict[str, int]:
         """Checkpoints loaded during this run: the process's cache counts the loads of every run it served."""
-        now = process_pipeline_cache().loads
-        return {model: n - self.loads_at_start.get(model, 0) for model, n in now.items()
-                if n > self.loads_at_start.get(model, 0)}  # fmt: skip
+        return dict(process_pipeline_cache().loads - Counter(self.loads_at_start))  # keeps positive counts only
 
     @functools.cached_property
     def uri_policy(self) -> UriPolicy:
