@@ -24,7 +24,11 @@ def test_validate_json_contract_and_exit_status(catalog_file):
     good = catalog_file([row("a"), row("b")], "good.parquet")
     result = moviegen("validate", str(good), "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"rows": 2, "valid": 2, "problems": []}
+    payload = json.loads(result.stdout)
+    # The contract's three keys, and the default moderator's summary beside them.
+    assert {k: payload[k] for k in ("rows", "valid", "problems")} == {"rows": 2, "valid": 2, "problems": []}
+    assert set(payload) == {"rows", "valid", "problems", "moderator"}
+    assert (payload["moderator"]["model"], payload["moderator"]["ran"]) == ("minilm-prompt-guard", True)
 
     bad = catalog_file([row("a"), row("b", prompt=""), row("c", channels=["fax"])], "bad.parquet")
     result = moviegen("validate", str(bad), "--json")

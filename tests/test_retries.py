@@ -225,7 +225,7 @@ def test_campaign_survives_memory_encode_and_destination_faults(
     catalog = catalog_file(
         [
             row("light", seed=1, channels=["mini"]),
-            row("heavy", seed=2, channels=["mini"], prompt="a heavy scene"),
+            row("heavy", seed=2, channels=["mini"], prompt="a heavy freight train crossing a bridge at dusk"),
             row("other", seed=3, channels=["mini"]),
         ]
     )
