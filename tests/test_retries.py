@@ -198,6 +198,10 @@ def failing_ffmpeg(tmp_path: Path, fail_encodes: int) -> Path:
     return script
 
 
+# The clip that never fits in memory (a scene: the default moderator read a bare "a heavy scene" as self-harm).
+HEAVY = "a heavy freight train crossing a bridge at dusk"
+
+
 @pytest.mark.slow
 def test_campaign_survives_memory_encode_and_destination_faults(
     flaky, monkeypatch, request, tmp_path, catalog_file, tiny_model, cache_dir
@@ -225,7 +229,7 @@ def test_campaign_survives_memory_encode_and_destination_faults(
     catalog = catalog_file(
         [
             row("light", seed=1, channels=["mini"]),
-            row("heavy", seed=2, channels=["mini"], prompt="a heavy freight train crossing a bridge at dusk"),
+            row("heavy", seed=2, channels=["mini"], prompt=HEAVY),
             row("other", seed=3, channels=["mini"]),
         ]
     )
@@ -252,15 +256,15 @@ def test_campaign_survives_memory_encode_and_destination_faults(
         (
             [
                 "a slow pan over a colourful test scene number light",
-                "a heavy scene",
+                HEAVY,
                 "a slow pan over a colourful test scene number other",
             ],
             False,
         ),
         (["a slow pan over a colourful test scene number light"], False),
-        (["a heavy scene", "a slow pan over a colourful test scene number other"], False),
-        (["a heavy scene"], False),
-        (["a heavy scene"], True),
+        ([HEAVY, "a slow pan over a colourful test scene number other"], False),
+        ([HEAVY], False),
+        ([HEAVY], True),
         (["a slow pan over a colourful test scene number other"], False),
     ]
     assert {n.split(": ", 1)[1] for n in summary.fallbacks} >= {
