@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from moviegen.generation.device import pick_device  # noqa: E402
 from moviegen.safety.guard_head import (  # noqa: E402  (the checkout's package, not an installed one)
     BUILTIN_HEAD,
     SAFE_CLASSES,
@@ -38,7 +39,7 @@ from moviegen.safety.guard_head import (  # noqa: E402  (the checkout's package,
     mean_pooled_embeddings,
     save_head,
 )
-from moviegen.safety.moderator import MINILM_GUARD, moderator_folder  # noqa: E402
+from moviegen.safety.moderator import MINILM_GUARD, load_encoder, moderator_folder  # noqa: E402
 
 EVAL_SET = ROOT / "tests" / "data" / "prompt_eval.csv"
 FOLDS = 5
@@ -50,11 +51,9 @@ def dev_rows() -> list[dict[str, str]]:
 
 
 def embed(texts: list[str], batch: int = 64) -> np.ndarray:
-    from transformers import AutoModel, AutoTokenizer
-
-    folder = moderator_folder(MINILM_GUARD, ROOT / ".cache")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder).eval()
+    """The texts' embeddings on the CPU in float32, the encoder loaded as the moderator loads it."""
+    device = pick_device("cpu", "float32")
+    model, tokenizer = load_encoder("minilm-prompt-guard", moderator_folder(MINILM_GUARD, ROOT / ".cache"), device)
     return np.concatenate(
         [mean_pooled_embeddings(model, tokenizer, texts[i : i + batch], "cpu") for i in range(0, len(texts), batch)]
     )

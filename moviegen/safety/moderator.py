@@ -264,6 +264,14 @@ def guard_head_for(settings: ModeratorSettings, location: str, folder: str) -> G
         raise ModeratorError(str(exc)) from exc
 
 
+def load_encoder(requested: str, folder: str, device: Any, allow_pickle: bool = False) -> tuple[Any, Any]:
+    """A sentence encoder and its tokenizer through the one loader (safe weights, its errors), on ``device``."""
+    from transformers import AutoModel, AutoTokenizer
+
+    model = transformers_from_pretrained(AutoModel, requested, folder, device, allow_pickle)
+    return model.to(device.name), pretrained_processor(AutoTokenizer, requested, folder)
+
+
 def load_moderator(settings: ModeratorSettings, cache_dir: Path) -> Moderator:
     """The moderator ``settings.model`` names, loaded once per process (safetensors only unless allowed).
 
@@ -275,14 +283,13 @@ def load_moderator(settings: ModeratorSettings, cache_dir: Path) -> Moderator:
     device = pick_device(settings.device, settings.dtype)
 
     def load() -> Moderator:
-        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = moderator_folder(location, cache_dir)
         if settings.kind == "embedding":
             head = guard_head_for(settings, location, folder)
-            model = transformers_from_pretrained(AutoModel, settings.model, folder, device, settings.allow_pickle)
-            tokenizer = pretrained_processor(AutoTokenizer, settings.model, folder)
-            return Moderator(model.to(device.name), tokenizer, settings, device, settings.model, head)
+            model, tokenizer = load_encoder(settings.model, folder, device, settings.allow_pickle)
+            return Moderator(model, tokenizer, settings, device, settings.model, head)
         model = transformers_from_pretrained(
             AutoModelForCausalLM, settings.model, folder, device, settings.allow_pickle
         )
