@@ -171,7 +171,12 @@ def test_embedding_guard_scores_the_sentence_embedding_with_its_head(cache_dir):
     assert (settings.model, settings.kind) == ("minilm-prompt-guard", "embedding")
     moderator = load_moderator(settings, cache_dir)
     assert type(moderator.model).__name__ == "BertModel"
-    texts = [PARAPHRASE, "Close-up of a man eating a banana.", "a kids' swimwear catalogue, bright beach"]
+    texts = [
+        PARAPHRASE,
+        "Close-up of a man eating a banana.",
+        "a kids' swimwear catalogue, bright beach",
+        "Time-lapse of clouds over a mountain lake.",
+    ]
     ours = mean_pooled_embeddings(moderator.model, moderator.tokenizer, texts, "cpu")
     # The same embedding as the sentence-transformers library makes from the same folder.
     library = SentenceTransformer(moderator_folder(MINILM_GUARD, cache_dir), device="cpu")
@@ -185,9 +190,9 @@ def test_embedding_guard_scores_the_sentence_embedding_with_its_head(cache_dir):
         assert verdict.score == pytest.approx(expected, abs=1e-5)
         assert verdict.unsafe is (verdict.score >= 0.5)
     assert verdicts[0].unsafe and verdicts[0].categories == ("graphic_violence",)
-    assert [v.unsafe for v in verdicts[1:]] == [False, False]
-    # Far from every unsafe example the head does not speak, however sure its softmax is.
-    assert near[1] < head.min_similarity and verdicts[1].score == 0.0
+    assert [v.unsafe for v in verdicts[1:]] == [False, False, False]
+    # Far from every unsafe example the head does not speak (the loop above: its score is 0.0).
+    assert near[3] < head.min_similarity <= near[0]
 
 
 def test_guard_heads_round_trip_and_misfits_are_refused(tmp_path, cache_dir):

@@ -25,21 +25,25 @@ SAFE = ("safe_hard_negative", "safe_generic")
 # floors against regressions, not the targets (docs/safety.md, "Evaluation set"). Earlier held-out
 # splits, once measured, joined dev. It has no sexual_minors rows: its writers would not write them.
 FLOORS = {
+    # The dev split is the head's training data (in sample): these floors guard against regressions.
+    # The training script prints its out-of-fold figures.
     "dev": {
         **dict.fromkeys(("sexual_minors",), 1.0),
-        **dict.fromkeys(UNSAFE[1:], 0.95),
+        **dict.fromkeys(UNSAFE[1:], 0.93),
         "safe_hard_negative": 0.02,
         "safe_generic": 0.02,
     },
+    # The sixth held-out split, measured once after rules and head were final: the floors are
+    # those figures (below the 0.95 target; see docs/safety.md).
     "heldout": {
-        "nudity": 24 / 25,
-        "graphic_violence": 24 / 25,
-        "mass_violence": 22 / 25,
-        "self_harm": 24 / 25,
-        "hate": 20 / 25,
-        "drugs": 19 / 25,
-        "safe_hard_negative": 0.02,  # 1 of 60 measured (a butcher's cleaver, by the rules)
-        "safe_generic": 0.02,  # 0 of 185 measured
+        "nudity": 21 / 25,
+        "graphic_violence": 17 / 25,
+        "mass_violence": 23 / 25,
+        "self_harm": 17 / 25,
+        "hate": 21 / 25,
+        "drugs": 22 / 25,
+        "safe_hard_negative": 0.02,  # 1 of 60 measured ("I absolutely killed tonight", by the rules)
+        "safe_generic": 0.02,  # 2 of 120 measured (both by the moderator)
     },
 }
 
