@@ -1,6 +1,7 @@
 """Refit the built-in prompt guard's head: ``.venv/bin/python scripts/train_prompt_guard.py``.
 
 Reads the dev split of ``tests/data/prompt_eval.csv`` (never the held-out split), embeds each text
+as the moderator reads it (less the exclusions the rules found: "..., no gore")
 with the packaged all-MiniLM-L6-v2 encoder, fits a logistic-regression head over the categories,
 and writes ``moviegen/data/prompt_guard_head.safetensors``. The operating point (a score
 threshold and the reach, ``min_similarity``) is chosen on the dev split's out-of-fold scores (five
@@ -75,12 +76,16 @@ def out_of_fold(x: np.ndarray, labels: np.ndarray, strength: float) -> tuple[np.
     return scores, nearness
 
 
-def rules_block(texts: list[str]) -> np.ndarray:
+def screened(texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Whether the default policy's rules block each text, and the text the moderator reads (less
+    the clause-final exclusions the rules found: "..., no gore")."""
     from moviegen.safety import load_policy, prompt_gate
+    from moviegen.safety.moderator import moderated_text
     from moviegen.spec import ClipSpec
 
     specs = [ClipSpec(i, "dev", f"d{i}", text, ("youtube",)) for i, text in enumerate(texts)]
-    return np.array([not v.passed for v in prompt_gate(load_policy()).check(specs)])
+    verdicts = prompt_gate(load_policy()).check(specs)
+    return np.array([not v.passed for v in verdicts]), [moderated_text(v) for v in verdicts]
 
 
 def operating_point(
@@ -119,10 +124,9 @@ def main() -> None:
 
     rows = dev_rows()
     labels = np.array([r["category"] for r in rows])
-    texts = [r["text"] for r in rows]
+    ruled, texts = screened([r["text"] for r in rows])
     x = embed(texts)
     scores, nearness = out_of_fold(x, labels, args.strength)
-    ruled = rules_block(texts)
     threshold, reach = operating_point(scores, nearness, ruled, labels, args.max_false_positives)
     moderated = (scores >= threshold) & (nearness >= reach)
     print(f"dev rows {len(rows)}: threshold {threshold:g}, reach {reach:g} (out of fold, {FOLDS} folds)")

@@ -273,3 +273,41 @@ def test_the_shipped_head_is_the_one_the_training_script_fits():
     done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "shipped head matches" in done.stdout and "sexual_minors" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "excluded", "read"),
+    [
+        ("a beach volleyball match, no nudity", ["nudity"], "a beach volleyball match, "),
+        ("a spooky tour, no blood or gore.", ["gore"], "a spooky tour, ."),
+        ("a horror scene without nudity", ["nudity"], "a horror scene "),
+        ("a zombie party, gore-free!", ["gore"], "a zombie party, !"),
+        # Not at a clause's end: the words stay, so the moderator still reads them.
+        ("a battle film, no gore held back", ["gore"], "a battle film, no gore held back"),
+        ("a nudity scene", ["nudity"], "a nudity scene"),  # named, not excluded
+    ],
+)
+def test_clause_final_exclusions_are_cut_from_the_moderators_text(text, excluded, read):
+    from moviegen.safety.text import without_exclusions
+
+    assert without_exclusions(text, excluded) == read
+
+
+def test_the_default_gate_passes_copy_that_excludes_a_denied_term(cache_dir):
+    from moviegen.safety import load_policy, prompt_gate
+    from moviegen.safety.moderator import Moderation, moderated_text
+    from moviegen.spec import ClipSpec
+
+    texts = ["a beach volleyball match, no nudity", "a horror scene without nudity", "teen dancers, no lingerie"]
+    specs = [ClipSpec(i, "c", f"x{i}", t, ("youtube",)) for i, t in enumerate(texts)]
+    ruled = prompt_gate(load_policy()).check(specs)
+    assert [v.scores["excluded"] for v in ruled[:2]] == [["nudity"], ["nudity"]]
+    assert moderated_text(ruled[0]) == "a beach volleyball match, "
+    # An encoder reads "no nudity" as nudity: the moderator, shown the whole text, blocks it.
+    whole = load_moderator(ModeratorSettings(), cache_dir).judge(texts[:2])
+    assert all(v.unsafe for v in whole)
+    moderation = Moderation(ModeratorSettings(), cache_dir)
+    verdicts = moderation.review(ruled)
+    assert moderation.ran and [v.passed for v in verdicts] == [True, True, False]
+    # The zero-tolerance rule is never excused by a negation, whatever the moderator reads.
+    assert [f.rule for f in verdicts[2].findings] == ["combination_sexual_minors"]

@@ -259,6 +259,7 @@ def test_validate_cli_rejects_a_bad_policy_with_exit_2(catalog_file, tmp_path, m
 # allowed; each one listed here is explained in docs/safety.md. The rules alone block none.
 EXPLAINED_BENCH_BLOCKS: dict[int, str] = {
     125: "moderator: 'a metal skull growing muscle tendon and flesh' reads as graphic_violence",
+    250: "moderator: 'Camera truck left. A crab scurrying into its burrow.' reads as graphic_violence",
     334: "moderator: 'A man looked away in shame when confronted with his wrongdoing.' reads as hate",
     877: "moderator: 'macro shot of a man stuck inside a lightbulb' reads as graphic_violence",
 }

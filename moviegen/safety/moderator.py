@@ -39,8 +39,8 @@ from moviegen.models.locations import resolve_location
 from moviegen.models.tiny import local_location
 from moviegen.safety.guard_head import BUILTIN_HEAD, HEAD_FILE, GuardHead, load_head, mean_pooled_embeddings
 from moviegen.safety.policy import video_texts
+from moviegen.safety.text import without_exclusions
 from moviegen.safety.verdict import Finding, PromptVerdict
-from moviegen.spec import ClipSpec
 
 # A packaged encoder's location: "package:<module>/<folder inside it>".
 PACKAGE_PREFIX = "package:"
@@ -305,9 +305,11 @@ def load_moderator(settings: ModeratorSettings, cache_dir: Path) -> Moderator:
     return moderator
 
 
-def moderated_text(spec: ClipSpec) -> str:
-    """The row's text that reaches the video, as the moderator reads it: prompt, title, caption, CTA, shots."""
-    return "\n".join(video_texts(spec).values())
+def moderated_text(verdict: PromptVerdict) -> str:
+    """The row's text that reaches the video, as the moderator reads it: prompt, title, caption, CTA,
+    shots, less the clause-final exclusions the rules found ("..., no gore")."""
+    excluded = verdict.scores.get("excluded", ())
+    return "\n".join(without_exclusions(text, excluded) for text in video_texts(verdict.spec).values())
 
 
 @dataclass
@@ -339,7 +341,7 @@ class Moderation:
             return verdicts
         try:
             moderator = load_moderator(self.settings, self.cache_dir)
-            judged = moderator.judge([moderated_text(verdicts[i].spec) for i in todo])
+            judged = moderator.judge([moderated_text(verdicts[i]) for i in todo])
         except Exception as exc:  # any failure of the model closes the gate rather than crashing the run
             self.error = f"{type(exc).__name__}: {exc}"
             return [self._unavailable(v) if i in todo else v for i, v in enumerate(verdicts)]

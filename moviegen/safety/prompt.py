@@ -156,7 +156,19 @@ class PromptGate:
                     )
                 )
         findings = self.combination_findings(spec) + findings
-        return PromptVerdict(spec, self.policy, _first_per_rule(findings), {"classifier": classifier})
+        scores = {"classifier": classifier, "excluded": self.excluded(spec)}
+        return PromptVerdict(spec, self.policy, _first_per_rule(findings), scores)
+
+    def excluded(self, spec: ClipSpec) -> list[str]:
+        """The denied terms the row's video text names only to exclude them ("..., no gore"), which
+        the moderator is not shown (a bag-of-meaning encoder reads "no nudity" as nudity)."""
+        found = {
+            occ.hit.matched
+            for text in video_texts(spec).values()
+            for occ in self.terms.occurrences(text)
+            if occ.hit.negated and occ.hit.group not in ZERO_TOLERANCE_CATEGORIES
+        }
+        return sorted(found)
 
     def denied(self, text: str) -> list[TermHit]:
         """The denied terms a text uses, each once: not those it only excludes ("no gore") or that

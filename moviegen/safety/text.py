@@ -212,6 +212,21 @@ def _negated(tokens: list[str], start: int, end: int) -> bool:
     return before in NEGATIONS or two_before in NEGATIONS_TWO_WORDS or after in NEGATION_AFTER or listed
 
 
+def without_exclusions(text: str, excluded: Iterable[str]) -> str:
+    """``text`` with each clause-final exclusion of an ``excluded`` term cut out: "a beach match, no
+    nudity" -> "a beach match,". Only where the negation and the term end a clause (a punctuation
+    mark or the end follows): "no gore held back" keeps its words, so the moderator still reads it.
+    """
+    words = sorted({w for w in excluded if w.strip()}, key=len, reverse=True)
+    if not words:
+        return text
+    term = "(?:" + "|".join(r"\W+".join(map(re.escape, w.split())) for w in words) + r")\w*"
+    # "no blood or gore": one word and "or" may stand between, as in the rules' negation scope.
+    negation = r"(?:no|without|zero|non|free\W+of)\W+(?:\w+\W+(?:or|nor)\W+)?" + term
+    pattern = re.compile(rf"\b(?:{negation}|{term}\W?free)(?=\s*(?:[,.;:!?)\n]|$))", re.IGNORECASE)
+    return pattern.sub("", text)
+
+
 def _remembered(memo: dict[str, tuple[Any, ...]], text: str, compute: Callable[[str], list[Any]]) -> tuple[Any, ...]:
     """``compute(text)``, remembered per text; the memo is emptied when it holds MAX_TEXT_MEMO texts."""
     found = memo.get(text)
