@@ -221,9 +221,12 @@ def without_exclusions(text: str, excluded: Iterable[str]) -> str:
     if not words:
         return text
     term = "(?:" + "|".join(r"\W+".join(map(re.escape, w.split())) for w in words) + r")\w*"
-    # "no blood or gore": one word and "or" may stand between, as in the rules' negation scope.
-    negation = r"(?:no|without|zero|non|free\W+of)\W+(?:\w+\W+(?:or|nor)\W+)?" + term
-    pattern = re.compile(rf"\b(?:{negation}|{term}\W?free)(?=\s*(?:[,.;:!?)\n]|$))", re.IGNORECASE)
+    # The rules' negation scope (NEGATIONS and the rest above), written as a pattern: "no blood or
+    # gore" lets one word and "or" stand between.
+    before = "|".join([*sorted(NEGATIONS), *(r"\W+".join(words) for words in sorted(NEGATIONS_TWO_WORDS))])
+    after = "|".join(sorted(NEGATION_AFTER))
+    negation = rf"(?:{before})\W+(?:\w+\W+(?:or|nor)\W+)?{term}"
+    pattern = re.compile(rf"\b(?:{negation}|{term}\W?(?:{after}))(?=\s*(?:[,.;:!?)\n]|$))", re.IGNORECASE)
     return pattern.sub("", text)
 
 
