@@ -37,7 +37,7 @@ from moviegen.generation.device import pick_device
 from moviegen.generation.loading import loaded_models, pretrained_processor, transformers_from_pretrained
 from moviegen.models.locations import resolve_location
 from moviegen.models.tiny import local_location
-from moviegen.safety.guard_head import BUILTIN_HEAD, HEAD_FILE, GuardHead, load_head, mean_pooled_embeddings
+from moviegen.safety.guard_head import BUILTIN_HEAD, HEAD_FILE, GuardHead, load_head, pooled_states
 from moviegen.safety.policy import video_texts
 from moviegen.safety.text import without_exclusions
 from moviegen.safety.verdict import Finding, PromptVerdict
@@ -220,9 +220,9 @@ class Moderator:
     def _embedding(self, texts: list[str]) -> list[ModeratorVerdict]:
         if self.head is None:
             raise ModeratorError(f"moderator {self.name!r} has no guard head: not an embedding guard")
-        embeddings = mean_pooled_embeddings(self.model, self.tokenizer, texts, self.device.name)
+        states = pooled_states(self.model, self.tokenizer, texts, self.device.name)
         verdicts = []
-        for score, category, nearness in self.head.unsafe_scores(embeddings):
+        for score, category, nearness in self.head.unsafe_scores(states):
             unsafe = score >= self.settings.threshold
             output = f"{category} {score:.3f} (nearness {nearness:.3f}, reach {self.head.min_similarity:g})"
             verdicts.append(ModeratorVerdict(unsafe, score, (category,) if unsafe else (), output))

@@ -83,8 +83,8 @@ class PromptPolicy(_Strict):
     term_groups: dict[str, list[str]] = Field(default_factory=dict)
     combinations: dict[str, CombinationRule] = Field(default_factory=dict)
     protected_names: dict[str, list[str]] = Field(default_factory=dict)
-    # Phrases in which a denied term is ordinary copy ("nude lipstick"): a denied term inside one
-    # does not count (never for the zero-tolerance rules).
+    # Phrases in which a denied term is ordinary copy ("nude lipstick"): a denied term or a term of
+    # the policy's combination rules inside one does not count (never for the zero-tolerance rules).
     allowed_phrases: list[str] = Field(default_factory=list)
     pii: list[str] = Field(default_factory=lambda: list(PII_KINDS))
     allowed_domains: list[str] = Field(default_factory=list)

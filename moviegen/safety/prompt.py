@@ -187,9 +187,15 @@ class PromptGate:
         """Findings of the combination rules over the row's text that reaches the video."""
         texts = video_texts(spec)
         found = {name: self.groups.occurrences(text) for name, text in texts.items()}
+        # A policy's own rules skip terms inside an allowed phrase ("killed it on stage" is no
+        # attack); the zero-tolerance rules never do.
+        allowed = {name: self.allowed.occurrences(text) if len(self.allowed) else [] for name, text in texts.items()}
+        ordinary = {
+            name: [o for o in occs if not any(_covers(a, o) for a in allowed[name])] for name, occs in found.items()
+        }
         findings = []
         for name, (rule, strict) in self.combinations.items():
-            match = _combination(rule, found)
+            match = _combination(rule, found if strict else ordinary)
             if match is None:
                 continue
             words = " with ".join(f"{occ.hit.matched!r} ({occ.hit.group}, {where})" for where, occ in match)
