@@ -160,11 +160,11 @@ def test_a_bad_moderator_setting_is_a_configuration_error(catalog_file, tmp_path
 PARAPHRASE = "gangster curb-stomps a rival until his skull caves in, security camera angle"
 
 
-def test_embedding_guard_scores_the_sentence_embedding_with_its_head(cache_dir):
+def test_embedding_guard_scores_the_encoders_layers_with_its_head(cache_dir):
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from moviegen.safety.guard_head import mean_pooled_embeddings
+    from moviegen.safety.guard_head import layer_features, pooled_states
     from moviegen.safety.moderator import MINILM_GUARD, moderator_folder
 
     settings = ModeratorSettings()  # the default configuration's moderator
@@ -177,12 +177,14 @@ def test_embedding_guard_scores_the_sentence_embedding_with_its_head(cache_dir):
         "a kids' swimwear catalogue, bright beach",
         "Time-lapse of clouds over a mountain lake.",
     ]
-    ours = mean_pooled_embeddings(moderator.model, moderator.tokenizer, texts, "cpu")
-    # The same embedding as the sentence-transformers library makes from the same folder.
+    states = pooled_states(moderator.model, moderator.tokenizer, texts, "cpu")
+    assert states.shape == (4, 7, 384)  # the embeddings and six layers, each mean-pooled
+    # The last is the sentence embedding the sentence-transformers library makes from the same folder.
     library = SentenceTransformer(moderator_folder(MINILM_GUARD, cache_dir), device="cpu")
-    assert np.allclose(ours, library.encode(texts, normalize_embeddings=True), atol=1e-5)
+    assert np.allclose(states[:, -1], library.encode(texts, normalize_embeddings=True), atol=1e-5)
     head = moderator.head
-    probs, near = head.probabilities(ours), head.nearness(ours)
+    assert head.layers == (1, 2, 3, 4, 5, 6) and head.weight.shape[1] == 6 * 384
+    probs, near = head.probabilities(layer_features(states, head.layers)), head.nearness(states[:, -1])
     safe = [i for i, c in enumerate(head.classes) if c in head.safe]
     verdicts = moderator.judge(texts)
     for verdict, p, n in zip(verdicts, probs, near, strict=True):
@@ -214,6 +216,15 @@ def test_guard_heads_round_trip_and_misfits_are_refused(tmp_path, cache_dir):
     assert np.array_equal(back.weight, head.weight) and back.classes == ("drugs", "hate", "safe_generic")
     assert (back.min_similarity, back.neighbours, back.examples.shape) == (0.1, 3, (40, 8))
     assert back.unsafe_scores(x[:2]) == head.unsafe_scores(x[:2])
+    # A head over several layers (texts, states, size) keeps the last state's examples for its reach.
+    states = np.stack([np.roll(x, k, axis=1) for k in range(3)], axis=1)
+    layered = fit_head(states, labels, "test", layers=(0, 2), min_similarity=0.1)
+    assert layered.weight.shape == (3, 16) and layered.examples.shape == (40, 8)
+    assert np.allclose(layered.examples.astype(np.float32), states[:40, -1], atol=1e-3)
+    save_head(layered, tmp_path / "layered.safetensors")
+    assert load_head(tmp_path / "layered.safetensors").unsafe_scores(states[:3]) == layered.unsafe_scores(states[:3])
+    with pytest.raises(ValueError, match=r"reads hidden states \[0, 2\] but the encoder gives 1"):
+        layered.unsafe_scores(x[:2])
     with pytest.raises(ValueError, match="8-d embeddings but the encoder gives 384-d"):
         back.probabilities(np.zeros((1, 384), dtype=np.float32))
     (tmp_path / "junk.safetensors").write_bytes(b"not a head")
