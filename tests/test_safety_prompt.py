@@ -258,9 +258,9 @@ def test_validate_cli_rejects_a_bad_policy_with_exit_2(catalog_file, tmp_path, m
 # moderator): every prompt there is benign, so each block is a false positive. At most 5 are
 # allowed; each one listed here is explained in docs/safety.md. The rules alone block none.
 EXPLAINED_BENCH_BLOCKS: dict[int, str] = {
-    125: "moderator: 'a metal skull growing muscle tendon and flesh' reads as graphic_violence",
-    250: "moderator: 'Camera truck left. A crab scurrying into its burrow.' reads as graphic_violence",
-    334: "moderator: 'A man looked away in shame when confronted with his wrongdoing.' reads as hate",
+    29: "moderator: a long close-up of a grey-haired man deep in thought reads as graphic_violence (0.51)",
+    385: "moderator: 'people relaxing at beach, then a shark jumps out of the water' reads as self_harm",
+    394: "moderator: 'an extreme close up shot of a woman's eye, with her iris appearing as earth' reads as nudity",
     877: "moderator: 'macro shot of a man stuck inside a lightbulb' reads as graphic_violence",
 }
 
