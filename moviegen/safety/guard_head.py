@@ -78,7 +78,7 @@ class GuardHead:
         """Each text's unsafe score (one minus the safe classes; 0 out of the examples' reach), its
         most likely unsafe category, and its nearness to the unsafe examples, from ``pooled_states``
         (or, 2-d, the sentence embeddings)."""
-        states = states[:, None, :] if states.ndim == 2 else states
+        states = _as_states(states)
         probs = self.probabilities(layer_features(states, self.layers))
         near = self.nearness(states[:, -1])
         safe = [i for i, c in enumerate(self.classes) if c in self.safe]
@@ -104,6 +104,11 @@ def pooled_states(model: Any, tokenizer: Any, texts: Sequence[str], device: str)
     mask = batch["attention_mask"].unsqueeze(-1).float()
     pooled = [(h.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9) for h in hidden]
     return torch.nn.functional.normalize(torch.stack(pooled, dim=1), dim=-1).cpu().numpy()
+
+
+def _as_states(x: np.ndarray) -> np.ndarray:
+    """(texts, states, size); a 2-d array of sentence embeddings is one state per text."""
+    return x[:, None, :] if x.ndim == 2 else x
 
 
 def layer_features(states: np.ndarray, layers: Sequence[int]) -> np.ndarray:
@@ -132,7 +137,7 @@ def fit_head(
     """
     from sklearn.linear_model import LogisticRegression
 
-    states = states[:, None, :] if states.ndim == 2 else states
+    states = _as_states(states)
     fitted = LogisticRegression(C=strength, max_iter=5000).fit(layer_features(states, layers), list(labels))
     classes = tuple(str(c) for c in fitted.classes_)
     unsafe = np.array([label not in SAFE_CLASSES for label in labels])

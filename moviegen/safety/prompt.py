@@ -170,15 +170,19 @@ class PromptGate:
         }
         return sorted(found)
 
+    def allowed_phrases(self, text: str) -> list[Occurrence]:
+        """Where the policy's allowed phrases occur in a text ("nude lipstick")."""
+        return self.allowed.occurrences(text) if len(self.allowed) else []
+
     def denied(self, text: str) -> list[TermHit]:
         """The denied terms a text uses, each once: not those it only excludes ("no gore") or that
         stand inside an allowed phrase ("nude lipstick"), except in zero-tolerance categories."""
-        allowed = self.allowed.occurrences(text) if len(self.allowed) else []
+        allowed = self.allowed_phrases(text)
         hits: dict[tuple[str, str], TermHit] = {}
         for occ in self.terms.occurrences(text):
             hit = occ.hit
             strict = hit.group in ZERO_TOLERANCE_CATEGORIES
-            if not strict and (hit.negated or any(_covers(a, occ) for a in allowed)):
+            if not strict and (hit.negated or _inside_any(occ, allowed)):
                 continue
             hits.setdefault((hit.group, hit.term), hit)
         return list(hits.values())
@@ -189,10 +193,8 @@ class PromptGate:
         found = {name: self.groups.occurrences(text) for name, text in texts.items()}
         # A policy's own rules skip terms inside an allowed phrase ("killed it on stage" is no
         # attack); the zero-tolerance rules never do.
-        allowed = {name: self.allowed.occurrences(text) if len(self.allowed) else [] for name, text in texts.items()}
-        ordinary = {
-            name: [o for o in occs if not any(_covers(a, o) for a in allowed[name])] for name, occs in found.items()
-        }
+        allowed = {name: self.allowed_phrases(text) for name, text in texts.items()}
+        ordinary = {name: [o for o in occs if not _inside_any(o, allowed[name])] for name, occs in found.items()}
         findings = []
         for name, (rule, strict) in self.combinations.items():
             match = _combination(rule, found if strict else ordinary)
@@ -216,8 +218,9 @@ class PromptGate:
         return findings
 
 
-def _covers(outer: Occurrence, inner: Occurrence) -> bool:
-    return outer.variant == inner.variant and outer.start <= inner.start and inner.end <= outer.end
+def _inside_any(inner: Occurrence, outers: list[Occurrence]) -> bool:
+    """Whether ``inner`` lies within one of ``outers`` (same evasion variant)."""
+    return any(o.variant == inner.variant and o.start <= inner.start and inner.end <= o.end for o in outers)
 
 
 def _combination(rule: CombinationRule, found: dict[str, list[Occurrence]]) -> list[tuple[str, Occurrence]] | None:
