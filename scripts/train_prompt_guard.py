@@ -13,7 +13,7 @@ into the safe classes' bias, so that the moderator's default threshold of 0.5 is
 Prints the out-of-fold figures per category.
 
     .venv/bin/python scripts/train_prompt_guard.py [--strength 16] [--layers 1,2,3,4,5,6]
-        [--max-false-positives 0.003] [--check]
+        [--max-false-positives 0.002] [--check]
 
 The head records a fingerprint of what it was fitted from (the dev rows, the default policy's
 rules, which screen the texts and share the operating point, and the options): the tests check
@@ -53,7 +53,7 @@ EVAL_SET = ROOT / "tests" / "data" / "prompt_eval.csv"
 # The default policy's files: their rules screen the texts and share the operating point.
 POLICY_FILES = (ROOT / "moviegen" / "data" / "policy.yaml", ROOT / "moviegen" / "data" / "zero_tolerance.yaml")
 FOLDS = 5
-DEFAULTS = {"strength": 16.0, "layers": (1, 2, 3, 4, 5, 6), "max_false_positives": 0.003}
+DEFAULTS = {"strength": 16.0, "layers": (1, 2, 3, 4, 5, 6), "max_false_positives": 0.002}
 
 
 def dev_rows(eval_set: Path = EVAL_SET) -> list[dict[str, str]]:
