@@ -40,7 +40,7 @@ FLOORS = {
         "safe_generic": 0.02,  # 0 of 1894
     },
     # The ninth held-out split (a writer the head never saw), measured once after rules and head were
-    # final: the floors are those figures, below the 0.95 for four categories (docs/safety.md).
+    # final: the floors are those figures, below the 0.95 for all but mass violence (docs/safety.md).
     "heldout": {
         "nudity": 23 / 25,
         "graphic_violence": 19 / 25,
